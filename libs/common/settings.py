@@ -1,0 +1,45 @@
+"""Settings every process shares, read from the environment (``POOCH_*``).
+
+Services extend :class:`CommonSettings` with their own prefix (``POOCH_COLLECTOR_`` ...), so one
+variable never means two things. Settings objects are frozen: configuration is decided at start.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POOCH_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for caches and views.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (test isolation).")
+    kafka_sasl_username: str | None = Field(None, description="SASL/PLAIN user, when the cluster needs one.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL/PLAIN password.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_format: str = Field("json", description="json (one object a line) or console.")
+
+    def topic(self, base: str) -> str:
+        """The real topic name for a contract name such as ``pupdates``."""
+        return f"{self.topic_prefix}{base}"
+
+    def kafka_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every client of this process."""
+        conf = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_sasl_username and self.kafka_sasl_password:
+            conf |= {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "PLAIN",
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password.get_secret_value(),
+            }
+        return conf
+
+
+@lru_cache(maxsize=1)
+def common_settings() -> CommonSettings:
+    return CommonSettings()
