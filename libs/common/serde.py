@@ -11,7 +11,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ class Serde:
         writer = self.writer_of(data)
         if writer.stem != self.reader.stem:
             raise UnknownSchemaError(
-                f"writer schema {writer.fullname} v{writer.version} is not a version of {self.reader.fullname}"
+                f"writer {writer.fullname} v{writer.version} is not a version of {self.reader.fullname}"
             )
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
@@ -189,7 +189,7 @@ class Serde:
         return record, writer
 
 
-@lru_cache(maxsize=None)
+@cache
 def serde(stem: str) -> Serde:
     """The shared serde for a record; cheap to call on a hot path."""
     return Serde(stem)

@@ -1,0 +1,1 @@
+"""Kafka helpers on confluent-kafka, split by concern: producing, consuming, transactions."""

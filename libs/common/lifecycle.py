@@ -1,0 +1,33 @@
+"""Graceful shutdown: SIGTERM and SIGINT set an event that every loop checks between batches."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class Shutdown:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, reason: str = "requested") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            log.info("shutting down", extra={"reason": reason})
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def install_signal_handlers(self) -> Shutdown:
+        """Only possible from the main thread; a second signal still ends the wait promptly."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: self.set(signal.Signals(signum).name))
+        return self
