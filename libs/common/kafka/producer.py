@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 DeliveryCallback = Callable[[confluent_kafka.KafkaError | None, confluent_kafka.Message], None]
 
 DEFAULTS: dict[str, Any] = {
+    # murmur2 is what the Java clients and aiokafka (faust) use: every writer of a topic must
+    # agree, or records with the same key land on different partitions and joins break.
+    "partitioner": "murmur2_random",
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
