@@ -8,20 +8,43 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POOCH_", frozen=True, extra="ignore")
+def _env(name: str) -> AliasChoices:
+    # An explicit alias keeps the contract's name (POOCH_KAFKA_BOOTSTRAP, ...) when a service's
+    # settings subclass this with its own prefix (POOCH_COLLECTOR_...), and still accepts the
+    # field name as a keyword argument.
+    return AliasChoices(f"POOCH_{name.upper()}", name)
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for caches and views.")
-    topic_prefix: str = Field("", description="Prefix for every topic name (test isolation).")
-    kafka_sasl_username: str | None = Field(None, description="SASL/PLAIN user, when the cluster needs one.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL/PLAIN password.")
-    log_level: str = Field("INFO", description="Root log level.")
-    log_format: str = Field("json", description="json (one object a line) or console.")
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POOCH_", frozen=True, extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", validation_alias=_env("kafka_bootstrap"), description="Kafka bootstrap servers."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=_env("redis_url"),
+        description="Redis for caches and views.",
+    )
+    topic_prefix: str = Field(
+        "", validation_alias=_env("topic_prefix"), description="Prefix for every topic name (test isolation)."
+    )
+    kafka_sasl_username: str | None = Field(
+        None,
+        validation_alias=_env("kafka_sasl_username"),
+        description="SASL/PLAIN user, when the cluster needs one.",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("kafka_sasl_password"), description="SASL/PLAIN password."
+    )
+    log_level: str = Field("INFO", validation_alias=_env("log_level"), description="Root log level.")
+    log_format: str = Field(
+        "json", validation_alias=_env("log_format"), description="json (one object a line) or console."
+    )
 
     def topic(self, base: str) -> str:
         """The real topic name for a contract name such as ``pupdates``."""
