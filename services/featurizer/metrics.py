@@ -1,0 +1,21 @@
+"""Featurizer metrics (Prometheus naming: base units, _total)."""
+
+from prometheus_client import Counter, Gauge
+
+FEATURES_OUT = Counter("pooch_featurizer_features_total", "Feature vectors written.", ["extractor_version"])
+INSTANCES_OUT = Counter(
+    "pooch_featurizer_instances_total", "Training instances written.", ["extractor_version"]
+)
+LIKES = Counter(
+    "pooch_featurizer_likes_total",
+    "Likes seen, by what became of them (counted, after_horizon, late, orphaned).",
+    ["outcome"],
+)
+EXTRACTION_ERRORS = Counter(
+    "pooch_featurizer_extraction_errors_total", "Facts that could not be featurized, by reason.", ["reason"]
+)
+OPEN_HORIZONS = Gauge("pooch_featurizer_open_horizons", "Pupdates whose label horizon is still open.")
+BUFFERED = Gauge("pooch_featurizer_buffered_pupdates", "Pupdates waiting for the watermark.")
+WATERMARK = Gauge("pooch_featurizer_watermark_timestamp_seconds", "Event-time watermark.")
+OWNED = Gauge("pooch_featurizer_owned_partitions", "Partitions of pupdates this worker emits for.")
+REPLICA_LAG = Gauge("pooch_featurizer_replica_caught_up_ratio", "Share of fact partitions read to their end.")

@@ -1,0 +1,292 @@
+"""The featurizer process: replica reader -> engine -> transactional outputs for owned partitions.
+
+Every worker reads every fact and runs the same deterministic engine, so any worker can take
+over any partition at any moment with the exact values the previous owner would have written.
+Per owned partition it emits what the committed progress says is still missing, and commits
+the new progress with the outputs in one transaction: after a crash, the restarted worker
+rebuilds its state by replaying the facts and emits only what was not committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis
+
+from libs.common.deadletters import DeadLetters
+from libs.common.features.extractors import extractor
+from libs.common.features.online_view import OnlineView
+from libs.common.health import HealthServer, Probes
+from libs.common.kafka.producer import Producer
+from libs.common.lifecycle import Shutdown
+from libs.common.metrics import LoopMetrics
+from libs.common.serde import SerdeError, serde
+from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
+from services.featurizer import metrics as m
+from services.featurizer.engine import FeatureEngine, FeaturesOut, InstanceOut
+from services.featurizer.outputs import encode_features, encode_instance
+from services.featurizer.ownership import NEVER, Ownership, Progress
+from services.featurizer.replica import ReplicaReader
+from services.featurizer.settings import FeaturizerSettings
+from services.featurizer.watermark import Watermark
+
+log = logging.getLogger(__name__)
+SERVICE = "featurizer"
+
+
+class Featurizer:
+    def __init__(self, settings: FeaturizerSettings) -> None:
+        self.s = settings
+        self.extractors = [extractor(v) for v in settings.versions]
+        self.names = {e.version: e.names for e in self.extractors}
+        self.extractor_of = {e.version: e for e in self.extractors}
+        self.likes_reported: dict[str, int] = defaultdict(int)
+        self.topics = {name: settings.topic(name) for name in (PUPDATES, LIKES, FEATURES, INSTANCES)}
+        self.engine = FeatureEngine(self.extractors, horizon_ms=settings.horizon_ms)
+        self.watermark = Watermark(settings.lateness_ms, settings.idle_flush_ms)
+        self.metrics = LoopMetrics(SERVICE)
+        self.dead = DeadLetters(settings, SERVICE)
+        self.pupdate_serde, self.like_serde = serde("pupdate"), serde("like")
+        # Outputs released but not yet known to be committed, per pupdates partition.
+        self.pending_features: dict[int, list[tuple[int, FeaturesOut]]] = defaultdict(list)
+        self.pending_instances: dict[int, list[InstanceOut]] = defaultdict(list)
+        # Offsets of pupdates read but not released yet: progress may not pass the lowest.
+        self.unreleased: dict[int, set[int]] = defaultdict(set)
+        self.read_through: dict[int, int] = defaultdict(int)
+        self.rebuilt = False
+        self.last_prune = 0.0
+        self.dirty_dogs: set[str] = set()
+        self.dirty_tags: dict[str, set[str]] = defaultdict(set)
+
+        self.producer = Producer(settings, name=SERVICE, transactional_id=f"{SERVICE}-{settings.instance_id}")
+        self.producer.init_transactions(30)
+        self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
+        self.replica = ReplicaReader(settings, [self.topics[PUPDATES], self.topics[LIKES]], name=SERVICE)
+        self.ownership = Ownership(
+            settings, topic=self.topics[PUPDATES], group_id=settings.topic(settings.group_id), name=SERVICE
+        )
+        self.partitions = sorted(
+            tp.partition for tp in self.replica.partitions if tp.topic == self.topics[PUPDATES]
+        )
+        self.view = OnlineView(
+            redis.Redis.from_url(settings.redis_url, socket_timeout=1), settings.topic_prefix
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def ingest(self, messages: list) -> None:
+        pupdates_topic = self.topics[PUPDATES]
+        for msg in messages:
+            topic = msg.topic()
+            try:
+                if topic == pupdates_topic:
+                    rec = self.pupdate_serde.decode(msg.value())
+                    self.engine.add_pupdate(rec, (msg.partition(), msg.offset()))
+                    self.unreleased[msg.partition()].add(msg.offset())
+                    self.read_through[msg.partition()] = msg.offset() + 1
+                    self.watermark.observe((topic, msg.partition()), rec["posted_at"])
+                else:
+                    rec = self.like_serde.decode(msg.value())
+                    self.engine.add_like(rec)
+                    self.watermark.observe((topic, msg.partition()), rec["liked_at"])
+            except (SerdeError, KeyError, TypeError, ValueError) as exc:
+                reason = getattr(exc, "reason", "invalid_fact")
+                m.EXTRACTION_ERRORS.labels(reason).inc()
+                self._dead_letter(reason, f"{type(exc).__name__}: {exc}", msg)
+            self.metrics.consumed(topic)
+
+    def _dead_letter(self, reason: str, detail: str, msg: Any) -> None:
+        # Outside the output transaction: a fact the collector accepted but we cannot read is
+        # rare, and people must see it even if this process dies right after.
+        self.dead.send(self.dlq_producer, reason, detail, message=msg)
+        self.dlq_producer.flush(10)
+
+    # -- releasing ---------------------------------------------------------------------------
+
+    def release(self) -> int:
+        for key, done in self.replica.caught_up().items():
+            self.watermark.set_caught_up(key, done)
+        wm = self.watermark.current()
+        features, instances = self.engine.advance(wm)
+        for f in features:
+            partition, offset = f.source
+            self.pending_features[partition].append((offset, f))
+            self.unreleased[partition].discard(offset)
+            self.dirty_dogs.add(f.pupdate["dog_id"])
+        for i in instances:
+            self.pending_instances[i.source[0]].append(i)
+            self.dirty_dogs.add(i.pupdate["dog_id"])
+            self.dirty_tags[i.version].update(self.extractor_of[i.version].tags(i.pupdate))
+        return wm
+
+    def progress_of(self, partition: int, wm: int) -> Progress:
+        unreleased = self.unreleased[partition]
+        offset = min(unreleased) if unreleased else self.read_through[partition]
+        return Progress(offset, wm)
+
+    # -- emitting ----------------------------------------------------------------------------
+
+    def emit(self, wm: int) -> int:
+        self.ownership.heartbeat()
+        owned = self.ownership.owned
+        if not owned:
+            return 0
+        batch: list[tuple[str, str, bytes]] = []
+        new_progress: dict[int, Progress] = {}
+        for partition, committed in owned.items():
+            for offset, f in self.pending_features.pop(partition, []):
+                if offset >= committed.features_offset:
+                    batch.append(
+                        (FEATURES, f.pupdate["pupdate_id"], encode_features(f, self.names[f.version]))
+                    )
+                    m.FEATURES_OUT.labels(f.version).inc()
+            for i in self.pending_instances.pop(partition, []):
+                if i.close_at >= committed.instances_through:
+                    batch.append(
+                        (
+                            INSTANCES,
+                            i.pupdate["pupdate_id"],
+                            encode_instance(i, self.names[i.version], self.s.horizon_ms),
+                        )
+                    )
+                    m.INSTANCES_OUT.labels(i.version).inc()
+            proposed = self.progress_of(partition, wm)
+            progress = Progress(
+                max(proposed.features_offset, committed.features_offset),
+                max(proposed.instances_through, committed.instances_through),
+            )
+            if progress != committed:
+                new_progress[partition] = progress
+        if not batch and not new_progress:
+            return 0
+        self.producer.begin_transaction()
+        try:
+            for base, key, value in batch:
+                self.producer.produce(self.topics[base], value, key=key)
+                self.metrics.produced(self.topics[base])
+            offsets = [p.to_partition(self.topics[PUPDATES], part) for part, p in new_progress.items()]
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, self.ownership.group_metadata, 30)
+            self.producer.commit_transaction(30)
+        except Exception:
+            self.producer.abort_transaction(30)
+            # What was popped for emission is re-derived from the committed progress after the
+            # restart this exception leads to; never pretend it was written.
+            raise
+        for partition, progress in new_progress.items():
+            if partition in owned:
+                owned[partition] = progress
+        return len(batch)
+
+    def prune_others(self) -> None:
+        """Drop what other workers have already committed for their partitions."""
+        if time.monotonic() - self.last_prune < 2.0:
+            return
+        self.last_prune = time.monotonic()
+        others = [p for p in self.partitions if p not in self.ownership.owned]
+        if not others:
+            return
+        for partition, progress in self.ownership.committed_everywhere(others).items():
+            self.pending_features[partition] = [
+                (o, f) for o, f in self.pending_features.get(partition, []) if o >= progress.features_offset
+            ]
+            self.pending_instances[partition] = [
+                i
+                for i in self.pending_instances.get(partition, [])
+                if i.close_at >= progress.instances_through
+            ]
+
+    def write_view(self, wm: int) -> None:
+        if not self.s.redis_view or (not self.dirty_dogs and not self.dirty_tags):
+            return
+        dogs = {d: self.engine.dogs[d] for d in self.dirty_dogs if d in self.engine.dogs}
+        tags = {
+            v: {t: self.engine.tag_stats[v][t] for t in ts if t in self.engine.tag_stats[v]}
+            for v, ts in self.dirty_tags.items()
+        }
+        try:
+            self.view.write(dogs, tags, self.engine.overall, wm)
+        except redis.RedisError as exc:
+            log.warning(
+                "online view not written; will retry with the next changes", extra={"error": str(exc)}
+            )
+            return
+        self.dirty_dogs.clear()
+        self.dirty_tags.clear()
+
+    def update_gauges(self, wm: int) -> None:
+        c = self.engine.counters
+        for outcome, value in (
+            ("counted", c.likes_counted),
+            ("after_horizon", c.likes_after_horizon),
+            ("late", c.likes_late),
+            ("orphaned", c.likes_orphaned),
+        ):
+            m.LIKES.labels(outcome).inc(value - self.likes_reported[outcome])
+            self.likes_reported[outcome] = value
+        m.OPEN_HORIZONS.set(self.engine.open_horizons)
+        m.BUFFERED.set(self.engine.buffered)
+        if wm > NEVER:
+            m.WATERMARK.set(wm / 1000)
+        m.OWNED.set(len(self.ownership.owned))
+        caught = self.watermark.caught_up
+        m.REPLICA_LAG.set(sum(caught.values()) / len(caught) if caught else 0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.rebuilt and self.ownership.joined
+
+    def run(self, shutdown: Shutdown) -> None:
+        try:
+            while not shutdown.is_set():
+                started = time.perf_counter()
+                messages = self.replica.poll(self.s.batch_size, 0.2)
+                self.ingest(messages)
+                wm = self.release()
+                if not self.rebuilt and all(self.watermark.caught_up.values()):
+                    self.rebuilt = True
+                    log.info(
+                        "state rebuilt from the facts", extra={"pupdates": self.engine.counters.pupdates}
+                    )
+                emitted = self.emit(wm)
+                self.prune_others()
+                self.write_view(wm)
+                self.update_gauges(wm)
+                if messages or emitted:
+                    self.metrics.batch_done(started)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for closer in (
+            self.ownership.close,
+            self.replica.close,
+            self.producer.close,
+            self.dlq_producer.close,
+        ):
+            try:
+                closer()
+            except Exception:
+                log.exception("close failed")
+
+
+def main(settings: FeaturizerSettings | None = None) -> None:
+    from libs.common.logs import configure_logging
+
+    settings = settings or FeaturizerSettings()
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    shutdown = Shutdown().install_signal_handlers()
+    featurizer = Featurizer(settings)
+    probes = Probes(SERVICE)
+    probes.live("loop", lambda: not shutdown.is_set())
+    probes.ready("state_rebuilt_and_partitions_assigned", featurizer.ready)
+    server = HealthServer(probes, settings.port).start()
+    log.info("featurizer started", extra={"versions": settings.versions, "horizon_ms": settings.horizon_ms})
+    try:
+        featurizer.run(shutdown)
+    finally:
+        server.stop()

@@ -1,0 +1,38 @@
+"""Featurizer settings (``POOCH_FEATURIZER_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from libs.common.features.extractors import EXTRACTORS, LIVE_VERSION
+from libs.common.settings import CommonSettings
+
+
+class FeaturizerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="POOCH_FEATURIZER_", frozen=True, extra="ignore")
+
+    port: int = Field(8002, description="Port of /healthz, /readyz, /metrics.")
+    versions: list[str] = Field(
+        default_factory=lambda: [LIVE_VERSION],
+        description='Extractor versions side by side as JSON, live first: \'["v1","v2"]\'.',
+    )
+    horizon_ms: int = Field(86_400_000, description="Label horizon in event time (24 h in production).")
+    lateness_ms: int = Field(2_000, description="How far out of event-time order facts may arrive.")
+    idle_flush_ms: int = Field(
+        3_000,
+        description="Wall time every input must be caught up before the watermark jumps to the newest fact.",
+    )
+    group_id: str = Field(
+        "featurizer", description="Consumer group deciding which worker emits which partitions."
+    )
+    instance_id: str = Field(
+        "0", description="Distinguishes replicas: transactional.id = featurizer-<instance_id>."
+    )
+    batch_size: int = Field(2000, description="Facts read per cycle.")
+    redis_view: bool = Field(True, description="Maintain the online view in Redis for the what-if API.")
+
+    def model_post_init(self, _context) -> None:
+        unknown = [v for v in self.versions if v not in EXTRACTORS]
+        if unknown:
+            raise ValueError(f"unknown extractor versions {unknown}; known: {sorted(EXTRACTORS)}")
