@@ -1,2 +1,21 @@
-from typer import Typer
-app = Typer()
+"""The ``pooch`` command. Each command group lives in its own module and is added here."""
+
+from __future__ import annotations
+
+import typer
+
+from libs.cli.stack import stack_app
+from libs.cli.topics import topics_app
+
+app = typer.Typer(
+    name="pooch",
+    help="Pooch Predictor: reactive ML over Kafka. Predicts likes of pupdates.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+# Developer entry points. On a fresh machine they need only Python 3.11, Java 17+ and Maven:
+# the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
+#   make demo   venv, local stack up, its status
+#   make test   venv, ruff, stack up (if not running), pytest, stack down (what it started)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3.11)
+VENV := .venv
+BIN := $(VENV)/bin
+POOCH := $(BIN)/pooch
+RUFF := $(BIN)/ruff
+# Holds the hash of pyproject.toml + constraints.txt the venv was installed from.
+STAMP := $(VENV)/.pooch-installed
+
+.PHONY: help venv demo test lint format down constraints
+
+help:
+	@echo "make demo         start the local stack (Kafka + Redis) and show its status"
+	@echo "make test         ruff + the whole pytest suite against the real Kafka and Redis"
+	@echo "make lint         ruff check and ruff format --check"
+	@echo "make down         stop the local stack (data is kept)"
+	@echo "make venv         (re)install .venv when pyproject.toml or constraints.txt changed"
+	@echo "make constraints  re-freeze constraints.txt from .venv"
+
+venv:
+	@want="$$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"; \
+	if [ -x $(BIN)/python ] && $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	   && [ "$$(cat $(STAMP) 2>/dev/null)" = "$$want" ]; then exit 0; fi; \
+	if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+	  echo "make venv: Python 3.11 is needed (tried '$(PYTHON)'); install python3.11 or run make PYTHON=/path/to/python3.11" >&2; \
+	  exit 1; \
+	fi; \
+	if ! { [ -x $(BIN)/python ] && $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; }; then \
+	  echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); \
+	  $(PYTHON) -m venv $(VENV) || { echo "make venv: '$(PYTHON) -m venv' failed (Debian: apt-get install python3.11-venv)" >&2; exit 1; }; \
+	fi; \
+	echo "installing pinned dependencies into $(VENV)"; \
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
+	echo "$$want" > $(STAMP)
+
+demo: venv
+	$(POOCH) stack up
+	$(POOCH) stack status
+
+# The stack is started only if it is not running, and only what this run started is stopped
+# afterwards (also on failure or Ctrl-C). pytest's exit code is make's; "no tests collected"
+# (5) is a failure too, since it means the suite silently vanished.
+test: venv
+	$(RUFF) check .
+	$(POOCH) stack prereqs
+	@record="$$(mktemp)"; \
+	trap 'for c in $$(cat "$$record"); do $(POOCH) stack down --only "$$c"; done; rm -f "$$record"' EXIT; \
+	$(POOCH) stack up --record "$$record"; \
+	rc=0; $(BIN)/pytest || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; \
+	exit $$rc
+
+lint: venv
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+format: venv
+	$(RUFF) format .
+	$(RUFF) check --fix .
+
+down: venv
+	$(POOCH) stack down
+
+constraints: venv
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
