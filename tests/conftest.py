@@ -64,7 +64,6 @@ def backend() -> Iterator[Backend]:
     kafka = os.environ.get("POOCH_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("POOCH_REDIS_URL")
     saved_env = {k: os.environ.get(k) for k in ("POOCH_KAFKA_BOOTSTRAP", "POOCH_REDIS_URL")}
-    stack: LocalStack | None = None
     with contextlib.ExitStack() as cleanup:
         if (kafka is None or redis_url is None) and _docker_answers():
             from testcontainers.community.kafka import KafkaContainer
@@ -88,18 +87,17 @@ def backend() -> Iterator[Backend]:
                 redis_url = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/0"
         if kafka is None or redis_url is None:
             stack = LocalStack()
+            needed = [name for name, have in (("kafka", kafka), ("redis", redis_url)) if have is None]
             try:
-                result = stack.up()
+                result = stack.up(components=needed)
             except StackError as exc:
                 pytest.fail(f"could not start the local stack for the tests:\n{exc}", pytrace=False)
             if result.started:  # stop at the end only what this session started
                 cleanup.callback(stack.down, result.started)
             kafka = kafka or stack.kafka_bootstrap
             redis_url = redis_url or stack.redis_url
-            if stack.kafka_bootstrap != kafka:  # Kafka from elsewhere, only Redis is local
-                stack = None
-        elif _is_local_stack(kafka):
-            stack = LocalStack()
+        # Tests may stop and start the broker only if it is this machine's local stack.
+        stack = LocalStack() if _is_local_stack(kafka) else None
         # Code under test that reads CommonSettings() (or spawns processes) finds the same ones.
         os.environ["POOCH_KAFKA_BOOTSTRAP"] = kafka
         os.environ["POOCH_REDIS_URL"] = redis_url

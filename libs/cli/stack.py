@@ -26,6 +26,9 @@ def up(
     partitions: int | None = typer.Option(
         None, "--partitions", min=1, help="Partitions for every multi-partition topic created now."
     ),
+    only: list[str] = typer.Option(
+        [], "--only", help=f"Start only this component (repeatable): {', '.join(COMPONENTS)}."
+    ),
     record: Path | None = typer.Option(
         None,
         "--record",
@@ -34,10 +37,11 @@ def up(
     ),
 ) -> None:
     """Start Kafka and Redis (if not running), wait until they answer, create the topics."""
+    _check_names(only)
     stack = LocalStack(report=progress)
     started: list[str] = []
     try:
-        result = stack.up(fresh=fresh, partitions=partitions)
+        result = stack.up(fresh=fresh, partitions=partitions, components=only or COMPONENTS)
         started = result.started
     finally:
         if record is not None:
@@ -69,11 +73,8 @@ def down(
     ),
 ) -> None:
     """Stop the local stack (SIGTERM, then SIGKILL after a timeout). Data is kept."""
+    _check_names(only)
     stack = LocalStack(report=progress)
-    unknown = set(only) - set(COMPONENTS)
-    if unknown:
-        err_console.print(f"[red]error:[/red] unknown component(s) {sorted(unknown)}")
-        raise typer.Exit(2)
     stopped = stack.down(only or COMPONENTS)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
@@ -104,6 +105,13 @@ def prereqs() -> None:
     stack = LocalStack(report=progress)
     stack.prerequisites()
     console.print(f"[green]✓[/green] java, mvn and redis-server found; Kafka jars in {stack.paths.jars_dir}")
+
+
+def _check_names(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown:
+        err_console.print(f"[red]error:[/red] unknown component(s) {unknown}; known: {', '.join(COMPONENTS)}")
+        raise typer.Exit(2)
 
 
 def render_status(status: StackStatus) -> None:
