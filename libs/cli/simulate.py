@@ -96,6 +96,12 @@ def simulate(
     jitter_share: float = typer.Option(
         0.05, "--jitter-share", min=0.0, max=1.0, help="Share of likes sent out of event-time order."
     ),
+    drain: bool | None = typer.Option(
+        None,
+        "--drain/--no-drain",
+        help="With --events: stop posting early so the last pupdates get their likes "
+        "(default: drain unless paced by --rate).",
+    ),
     topic_prefix: str | None = typer.Option(
         None, "--topic-prefix", help="Topic prefix (default: POOCH_TOPIC_PREFIX)."
     ),
@@ -135,7 +141,8 @@ def simulate(
     configure_logging("simulate", settings.log_level, "console")
 
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
     try:
         target = _sink(sink, settings, url=url, api_key=api_key, batch=http_batch)
         try:
@@ -162,7 +169,8 @@ def simulate(
     except SinkUnavailableError as exc:
         fail(str(exc), hint=f"is the collector up at {url}?")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if not quiet:
         console.print(result.table())
     if report is not None:

@@ -87,9 +87,10 @@ _NEEDS_SENT = frozenset({DUPLICATE})
 class History:
     """What bad input may refer to: dogs with a profile sent, recent pupdates and sends."""
 
-    __slots__ = ("known", "known_dogs", "recent_pupdates", "recent_sent")
+    __slots__ = ("followers", "known", "known_dogs", "recent_pupdates", "recent_sent")
 
-    def __init__(self, n_dogs: int) -> None:
+    def __init__(self, n_dogs: int, followers: list[int] | None = None) -> None:
+        self.followers = followers if followers is not None else [0] * n_dogs
         self.known = bytearray(n_dogs)
         self.known_dogs: list[int] = []
         self.recent_pupdates: deque[tuple[str, int]] = deque(maxlen=_RECENT)
@@ -156,7 +157,7 @@ class BadInput:
             dog=dog,
             posted_at=now,
             hashtags=self._world.pick_hashtags(self._rng, self._world.owners[dog.owner], 2),
-            followers=self._world.followers[dog.index],
+            followers=self._h.followers[dog.index],
             app_version="3.2.0" if schema == 3 else "2.8.1",
             caption="Bad input, good dog",
             photo_filter=None,

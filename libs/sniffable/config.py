@@ -20,9 +20,14 @@ class SimConfig:
     delays are built around. ``rate`` is the average events per wall second the runner aims at
     (over a simulated day: posting follows the time of day), 0 sends as fast as possible.
 
-    Volume: ``max_events`` sends exactly that many records; the simulation stops posting new
-    pupdates once that many good records are scheduled, so most pupdates get all their likes.
+    Volume: ``max_events`` sends exactly that many records. With ``drain`` (the default when
+    unpaced) the simulation stops posting new pupdates once that many good records are
+    scheduled, so almost every pupdate gets all its likes (the tail of the stream is likes up
+    to two horizons after the last post); without it (the default when paced, where a drain
+    would take hours of wall time) posting goes on and the stream is cut like a live one.
     ``duration_s`` stops the runner after that many wall seconds. Neither: run until stopped.
+    Paced runs reach ``rate`` once likes have caught up with posting: over the first horizon
+    the rate ramps up, as the likes of the first pupdates are still to come.
     ``pupdates_per_hour`` (simulated) overrides how dense posting is in virtual time; by default
     it follows from ``rate`` and ``time_scale``, or, unpaced, from the dogs posting 1.5 a day.
     """
@@ -45,6 +50,7 @@ class SimConfig:
     jitter_share: float = 0.05
     max_jitter_s: float | None = None
     upgrade_share: float = 0.002
+    drain: bool | None = None
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
@@ -80,6 +86,11 @@ class SimConfig:
     def kinds(self) -> tuple[str, ...]:
         """Bad kinds this run injects."""
         return tuple(self.bad_kinds) if self.bad_kinds is not None else self.allowed_bad_kinds
+
+    @property
+    def draining(self) -> bool:
+        """Whether posting stops early so the last pupdates' likes fit in ``max_events``."""
+        return self.drain if self.drain is not None else self.rate == 0
 
     @property
     def horizon_ms(self) -> int:

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from .events import DUPLICATE, LIKE, PUPDATE, SimEvent
 
-DEFAULT_ID_CAP = 1_000_000
+DEFAULT_ID_CAP = 250_000  # per list: ~25 MB of ids; the events log has them all
 _STEM = {"pupdates.raw": "pupdate_raw", "likes.raw": "like_raw"}
 
 

@@ -129,10 +129,10 @@ class Simulation:
         rng = random.Random(f"sniffable:{c.seed}")
         nprng = np.random.default_rng([c.seed, 1])
         ids = Ids(rng)
-        history = History(len(world.dogs))
+        followers = list(world.followers)
+        history = History(len(world.dogs), followers)
         bad = BadInput(c.kinds, rng, ids, world, codec, history, c.transport)
         timeline = Timeline(rng, self.timing, len(world.sniffer_ids), c.jitter_share, c.max_jitter_ms)
-        followers = list(world.followers)
         owner_app = list(world.owner_app)
         sniffer_ids = world.sniffer_ids
         sniffer_app = world.sniffer_app
@@ -142,6 +142,7 @@ class Simulation:
         upgrade = c.upgrade_share
         density = self.pupdates_per_ms
         budget = c.max_events
+        drain = budget is not None and c.draining
         shape = truth.DISPERSION
         recent_sent = history.recent_sent
         recent_pupdates = history.recent_pupdates
@@ -227,7 +228,7 @@ class Simulation:
                     history.profile_sent(d)
                 recent_pupdates.append((pid, posted_at))
                 scheduled += 1 + n_likes
-                if budget is not None and scheduled >= budget:
+                if drain and scheduled >= (budget or 0):
                     posting = False
             else:
                 return

@@ -161,8 +161,10 @@ def hour_effect(posted_at_ms: int, country: str) -> float:
 
 
 def concepts_effect(hashtags: list[str]) -> float:
-    seen = {VARIANT_TO_CONCEPT.get(t) for t in hashtags}
-    seen.discard(None)
+    # dict, not set: summing in first-seen order keeps the float result independent of
+    # PYTHONHASHSEED, so a seed gives the same likes in every process
+    seen = dict.fromkeys(VARIANT_TO_CONCEPT.get(t) for t in hashtags)
+    seen.pop(None, None)
     return sum(CONCEPT[c] for c in seen)
 
 

@@ -249,8 +249,9 @@ def _usual(style: int, concept: int, n: int) -> int:
 class World:
     """Who exists, built deterministically from one numpy ``Generator``.
 
-    Mutable state (followers, owners' app versions) lives here per simulation instance, never
-    in module globals, so two simulations in one process cannot disturb each other.
+    It is read-only once built: ``followers`` and ``owner_app`` are the values at the start,
+    which each run of a simulation copies and then changes (dogs gain followers, owners
+    upgrade), so runs can be replayed and nothing lives in module globals.
     """
 
     def __init__(
@@ -286,7 +287,7 @@ class World:
             )
             for i in range(n_owners)
         ]
-        # Current app per owner: owners upgrade during a run (see Simulation).
+        # App per owner at the start; owners upgrade during a run (see Simulation).
         self.owner_app: list[int] = [o.app for o in self.owners]
 
         breeds = list(BREEDS)

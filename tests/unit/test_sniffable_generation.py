@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -171,3 +174,38 @@ def test_posting_density_follows_rate_and_time_scale():
     events_per_pupdate = (1 + slow.mean_likes) / (1 - slow.config.bad_share)
     assert slow.pupdates_per_ms * 1000 * events_per_pupdate == pytest.approx(100)
     assert Simulation(cfg(pupdates_per_hour=36.0)).pupdates_per_ms == pytest.approx(1e-5)
+
+
+def test_drain_stops_posting_early_so_the_last_pupdates_get_their_likes():
+    drained = list(Simulation(cfg(max_events=5_000, bad_share=0.0)).events())
+    cut = list(Simulation(cfg(max_events=5_000, bad_share=0.0, drain=False)).events())
+    assert cfg(rate=10).draining is False and cfg().draining is True
+
+    def last_pupdate(events):
+        return max(i for i, e in enumerate(events) if e.kind == PUPDATE)
+
+    assert last_pupdate(drained) < 4_500  # then the tail is likes
+    assert last_pupdate(cut) > 4_900  # posting goes on to the end
+    assert drained[-1].send_ms - drained[last_pupdate(drained)].send_ms > 86_400_000 / 2
+
+
+def test_same_bytes_in_other_processes_whatever_the_hash_seed():
+    """Nothing may depend on set order or ``hash()``: a seed replays across processes."""
+    code = (
+        "import hashlib; from libs.sniffable import SimConfig, Simulation; h = hashlib.sha256()\n"
+        f"config = SimConfig(seed=11, start_ms={START}, max_events=5000, bad_share=0.05)\n"
+        "for e in Simulation(config).events():\n"
+        "    h.update(e.value)\n"
+        "print(h.hexdigest())"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = os.environ | {"PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        digests.add(out.stdout.strip())
+    h = hashlib.sha256()
+    for e in Simulation(cfg(max_events=5_000, bad_share=0.05)).events():
+        h.update(e.value)
+    assert digests == {h.hexdigest()}
