@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +40,12 @@ class StackSettings(BaseSettings):
 
     state_dir: Path = Field(
         default_factory=_default_state_dir,
-        validation_alias=AliasChoices("POOCH_STATE_DIR", "state_dir"),
+        validation_alias="POOCH_STATE_DIR",
         description="Kafka data, generated configs, logs and pid files.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
-        validation_alias=AliasChoices("POOCH_CACHE_DIR", "cache_dir"),
+        validation_alias="POOCH_CACHE_DIR",
         description="Downloaded Kafka jars, shared by every checkout.",
     )
     host: str = Field("127.0.0.1", description="Address every process binds to.")

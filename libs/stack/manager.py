@@ -97,7 +97,6 @@ class LocalStack:
         self._kafka = ManagedProcess(kafka.NAME, self.paths.pid_file(kafka.NAME), self.paths.log(kafka.NAME))
         self._redis = ManagedProcess(redis.NAME, self.paths.pid_file(redis.NAME), self.paths.log(redis.NAME))
         self._lock_depth = 0
-        self._lock_fd: int | None = None
 
     # -- addresses --
     @property
