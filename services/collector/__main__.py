@@ -1,0 +1,7 @@
+"""``python -m services.collector``"""
+
+import sys
+
+from services.collector.app import run
+
+sys.exit(run())

@@ -1,0 +1,351 @@
+"""The stream: raw topics in, facts and dead letters out, in one Kafka transaction per batch.
+
+Each batch's facts, dead letters and consumed offsets commit together, so a read_committed
+reader sees every accepted event exactly once, through crashes. Offsets are not the usual
+"next offset": per partition the stream commits ``min(oldest waiting event, next offset)``
+(see :mod:`services.collector.waiting`), so a crash never loses an event that was waiting.
+After a restart the range between that offset and where processing had got to is read again;
+the state rebuilt from the facts topics (:mod:`services.collector.facts`) recognises what was
+already accepted (by event_id) or dead-lettered (by raw position), so nothing is written twice.
+
+``transactional.id`` is ``collector-<instance_id>`` (with the topic prefix): a restarted
+instance's ``init_transactions`` aborts whatever its predecessor left open, before the rebuild
+reads the facts. Any error that leaves a transaction unusable is handled like a restart inside
+the process: abort, forget the state, rebuild it, rewind the consumer to the committed offsets.
+A fatal error (a fenced producer) rebuilds the whole stream, with a back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import KafkaException, TopicPartition
+
+from libs.common.deadletters import DEADLETTERS_TOTAL
+from libs.common.kafka.consumer import Consumer
+from libs.common.kafka.errors import KafkaUnavailableError
+from libs.common.kafka.producer import DEFAULTS as PRODUCER_DEFAULTS
+from libs.common.lifecycle import Shutdown
+from libs.common.metrics import LoopMetrics
+from libs.common.settings import CommonSettings
+from libs.common.topics import LIKES_RAW, PUPDATES_RAW
+from services.collector import metrics as m
+from services.collector.facts import FactsReader
+from services.collector.processor import SERVICE, Processor, Tallies
+from services.collector.settings import CollectorSettings
+
+log = logging.getLogger(__name__)
+_rdkafka_log = logging.getLogger("services.collector.rdkafka")
+
+TP = tuple[str, int]
+
+
+class _Consumer(Consumer):
+    """The common consumer, with lost partitions handled like revoked ones (forget their waiters)."""
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        super()._on_lost(consumer, partitions)
+        if self._user_revoke:
+            self._user_revoke(partitions)
+
+
+class CollectorStream:
+    """One incarnation: a transactional producer, the raw consumer and the facts reader."""
+
+    def __init__(self, common: CommonSettings, settings: CollectorSettings) -> None:
+        self.common = common
+        self.settings = settings
+        self.raw_topics = [common.topic(PUPDATES_RAW), common.topic(LIKES_RAW)]
+        self.producer = confluent_kafka.Producer(
+            common.kafka_config()
+            | PRODUCER_DEFAULTS
+            | {
+                "client.id": f"collector-{settings.instance_id}",
+                "transactional.id": common.topic(settings.transactional_id),
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "delivery.timeout.ms": settings.transaction_timeout_ms,
+                "linger.ms": 5,
+                "logger": _rdkafka_log,
+            }
+        )
+        self.processor = Processor(common, settings, self._produce)
+        self.facts = FactsReader(common, settings, self.processor)
+        self.consumer: _Consumer | None = None
+        self.loop_metrics = LoopMetrics(SERVICE)
+        self.positions: dict[TP, int] = {}  # next offset to process, per raw partition
+        self.committed: dict[TP, int] = {}  # last offset committed by this member
+        self.producer_ready = False
+        self.rebuilt = False
+        self.joined = False
+        self.last_progress = time.monotonic()
+        self.totals = Tallies()  # everything committed, for tests and the benchmark
+        self._last_evict = 0.0
+        self._txn_timeout = max(5.0, settings.transaction_timeout_ms / 1000)
+        self._gauges = {
+            name: m.STATE_ENTRIES.labels(name) for name in ("seen", "pupdates", "dogs", "dead_positions")
+        }
+
+    # --- start -------------------------------------------------------------------------------------
+
+    def start(self, shutdown: Shutdown) -> None:
+        deadline = time.monotonic() + self.settings.rebuild_timeout_s
+        while True:
+            try:
+                # Fences a predecessor with the same transactional.id and aborts what it left open.
+                self.producer.init_transactions(10)
+                break
+            except KafkaException as exc:
+                if exc.args[0].fatal() or time.monotonic() > deadline or shutdown.is_set():
+                    raise
+                log.warning("init_transactions failed, retrying", extra={"error": str(exc)})
+        self.producer_ready = True
+        self._rebuild(deadline - time.monotonic())
+        self.consumer = _Consumer(
+            self.common,
+            name=f"collector-{self.settings.instance_id}",
+            group_id=self.common.topic(self.settings.group_id),
+            topics=self.raw_topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            **{"enable.auto.commit": False, "fetch.wait.max.ms": 50, "logger": _rdkafka_log},
+        )
+
+    def _rebuild(self, timeout: float) -> None:
+        started = time.monotonic()
+        self.rebuilt = False
+        n = self.facts.rebuild(max(timeout, 1.0))
+        m.REBUILD_SECONDS.set(time.monotonic() - started)
+        m.REBUILD_RECORDS.set(n)
+        self.rebuilt = True
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        # Partitions taken over from another instance: know its facts before reading its input.
+        try:
+            self.facts.catch_up(30.0)
+        except KafkaUnavailableError:
+            log.warning("facts not caught up on assignment; continuing", exc_info=True)
+        self.joined = True
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self.processor.drop_partitions(tps)
+        for tp in tps:
+            self.positions.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _produce(self, topic: str, value: bytes, key: Any, headers: list) -> None:
+        produce = self.producer.produce
+        try:
+            produce(topic, value, key, headers=headers)
+        except BufferError:
+            deadline = time.monotonic() + 30
+            while True:
+                self.producer.poll(0.05)
+                try:
+                    produce(topic, value, key, headers=headers)
+                    return
+                except BufferError:
+                    if time.monotonic() > deadline:
+                        raise KafkaUnavailableError("producer queue full for 30 s") from None
+
+    def run(self, shutdown: Shutdown) -> None:
+        while not shutdown.is_set():
+            self.run_once()
+
+    def run_once(self) -> int:
+        """One batch in one transaction; returns raw records processed."""
+        assert self.consumer is not None
+        batch = self.consumer.poll_batch(self.settings.batch_size, self.settings.poll_timeout_s)
+        self.facts.poll()
+        proc = self.processor
+        now = time.monotonic()
+        self.last_progress = now
+        deadline = proc.waiting.next_deadline()
+        if not batch and not proc.ready and (deadline is None or deadline > now):
+            self._housekeeping(now)
+            return 0
+        started = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        assigned = self.consumer.assigned
+        positions = self.positions
+        try:
+            self.producer.begin_transaction()
+            for msg in batch:
+                tp = (msg.topic(), msg.partition())
+                if tp not in assigned:  # revoked while this batch was being fetched
+                    continue
+                proc.process(msg, now_ms, now)
+                positions[tp] = msg.offset() + 1
+            proc.run_ready(now_ms, now)
+            proc.expire(now_ms, now)
+            offsets = self._offsets()
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.raw.consumer_group_metadata(), self._txn_timeout
+                )
+            self._commit()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise
+            self._recover(err.str())
+            return 0
+        for tp in offsets:
+            self.committed[(tp.topic, tp.partition)] = tp.offset
+        self._publish(proc.take_tally())
+        m.TRANSACTIONS.labels("committed").inc()
+        m.BATCH_RECORDS.observe(len(batch))
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self.loop_metrics.batch_done(started)
+        self._housekeeping(now)
+        return len(batch)
+
+    def _offsets(self) -> list[TopicPartition]:
+        """Per partition: min(oldest waiting event, next offset), when it moved."""
+        oldest = self.processor.waiting.oldest_offset
+        out = []
+        for tp, position in self.positions.items():
+            waiting = oldest(tp)
+            offset = position if waiting is None or waiting > position else waiting
+            if self.committed.get(tp) != offset:
+                out.append(TopicPartition(tp[0], tp[1], offset))
+        return out
+
+    def _commit(self) -> None:
+        deadline = time.monotonic() + self._txn_timeout
+        while True:
+            try:
+                self.producer.commit_transaction(self._txn_timeout)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
+                    log.warning("commit_transaction failed, retrying", extra={"error": err.str()})
+                    continue
+                raise
+
+    def _recover(self, why: str) -> None:
+        """Abort, forget, rebuild and rewind: a restart inside the process."""
+        log.warning("transaction failed; aborting and rebuilding the state", extra={"error": why})
+        m.TRANSACTIONS.labels("aborted").inc()
+        try:
+            self.producer.abort_transaction(self._txn_timeout)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            log.warning("abort_transaction failed", extra={"error": str(exc)})
+        self.processor.reset()
+        self.positions.clear()
+        self.committed.clear()
+        self.facts.close()
+        self.facts = FactsReader(self.common, self.settings, self.processor)
+        self._rebuild(self.settings.rebuild_timeout_s)
+        self._rewind()
+
+    def _rewind(self) -> None:
+        assert self.consumer is not None
+        raw = self.consumer.raw
+        assignment = raw.assignment()
+        if not assignment:
+            return
+        for tp in raw.committed(assignment, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
+            raw.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def _publish(self, tally: Tallies) -> None:
+        for (kind, version), n in tally.accepted.items():
+            m.ACCEPTED.labels(kind, f"v{version}").inc(n)
+        for reason, n in tally.rejected.items():
+            m.REJECTED.labels(reason, "stream").inc(n)
+            DEADLETTERS_TOTAL.labels(SERVICE, reason).inc(n)
+        if tally.duplicates:
+            m.DUPLICATES.inc(tally.duplicates)
+        if tally.replayed:
+            m.REPLAYED.inc(tally.replayed)
+        for outcome, seconds in tally.waits:
+            m.WAIT_SECONDS.labels(outcome).observe(seconds)
+        self.totals.merge(tally)
+
+    def _housekeeping(self, now: float) -> None:
+        m.WAITING.set(len(self.processor.waiting))
+        if now - self._last_evict >= 1.0:
+            self._last_evict = now
+            state = self.processor.state
+            state.evict(int(time.time() * 1000))
+            for name, size in state.sizes().items():
+                self._gauges[name].set(size)
+            if self.consumer is not None:
+                with contextlib.suppress(KafkaException):
+                    self.loop_metrics.set_lag(self.consumer.lag())
+
+    # --- stop --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:
+                log.exception("closing the raw consumer failed")
+        self.facts.close()
+        try:
+            self.producer.flush(10)
+        except Exception:
+            log.exception("closing the producer failed")
+
+
+class StreamRunner:
+    """Runs the stream on a thread and supervises it: a fatal error rebuilds it with a back-off."""
+
+    def __init__(self, common: CommonSettings, settings: CollectorSettings, shutdown: Shutdown) -> None:
+        self.common = common
+        self.settings = settings
+        self.shutdown = shutdown
+        self.stream: CollectorStream | None = None
+        self.restarts = 0
+        self.totals = Tallies()
+        self._thread = threading.Thread(target=self._run, name="collector-stream", daemon=True)
+
+    def start(self) -> StreamRunner:
+        self._thread.start()
+        return self
+
+    def ready(self) -> bool:
+        s = self.stream
+        return s is not None and s.producer_ready and s.rebuilt and s.joined
+
+    def live(self) -> bool:
+        s = self.stream
+        # A loop iteration is bounded by the transaction timeout and a rebuild by its own.
+        limit = self.settings.rebuild_timeout_s + 60 if s is None or not s.rebuilt else 120
+        return self._thread.is_alive() and (s is None or time.monotonic() - s.last_progress < limit)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self.shutdown.is_set():
+            stream = CollectorStream(self.common, self.settings)
+            stream.totals = self.totals
+            self.stream = stream
+            try:
+                stream.start(self.shutdown)
+                backoff = 1.0
+                stream.run(self.shutdown)
+            except Exception as exc:
+                fatal = isinstance(exc, KafkaException) and exc.args[0].fatal()
+                log.exception("stream failed; starting it again", extra={"fatal": fatal})
+                self.restarts += 1
+            finally:
+                stream.close()
+            if not self.shutdown.is_set():
+                self.shutdown.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        log.info("stream stopped")
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
