@@ -50,7 +50,9 @@ class Producer:
             conf["transactional.id"] = transactional_id
             conf.setdefault("transaction.timeout.ms", 15000)
             # librdkafka refuses a message timeout longer than the transaction's.
-            conf["delivery.timeout.ms"] = min(int(conf["delivery.timeout.ms"]), int(conf["transaction.timeout.ms"]))
+            conf["delivery.timeout.ms"] = min(
+                int(conf["delivery.timeout.ms"]), int(conf["transaction.timeout.ms"])
+            )
         self.name = name
         self._producer = confluent_kafka.Producer(conf)
         self._failures: list[str] = []

@@ -1,0 +1,234 @@
+"""The featurizer as a real process on the real broker, checked pupdate by pupdate against the
+offline reference (tests/integration/feature_reference.py) on a simulated Sniffable run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libs.common.kafka.producer import Producer
+from libs.common.serde import serde
+from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
+from libs.sniffable import SimConfig, Simulation
+from services.featurizer.backfill import backfill
+
+from .feature_reference import reference
+from .kafkautil import read_all, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+HORIZON_MS = 6 * 3600 * 1000  # simulated hours; plenty of horizons close within the run
+START_MS = 1_795_000_000_000
+# The simulation delays a share of likes by up to this much event time (a phone offline, a
+# retry); the featurizer's allowed lateness must cover it, or such likes count as late.
+SIM_MAX_JITTER_MS = SimConfig(seed=0).max_jitter_ms
+
+
+def _facts_from_simulation(settings, n_events: int, seed: int):
+    """Good simulated events as the collector would write them, on the facts topics."""
+    sim = Simulation(SimConfig(seed=seed, start_ms=START_MS, max_events=n_events, bad_share=0.0))
+    producer = Producer(settings, name="sim-facts")
+    pupdates, likes = [], []
+    for ev in sim.events():
+        payload = {k: v for k, v in ev.json_payload.items() if k != "schema_version"}
+        if ev.kind == "pupdate":
+            if payload.get("dog") is None:  # app 1.x: the collector fills the profile it knows
+                dog = sim.world.dog(payload["dog_id"])
+                payload["dog"] = {"breed": dog.breed_entered, "size": dog.size, "age_months": None}
+            fact = {
+                "caption": None,
+                "photo_filter": None,
+                "country": None,
+                **payload,
+                "raw_schema": "",
+                "collected_at": ev.event_time_ms,
+            }
+            fact["dog"].setdefault("age_months", None)
+            pupdates.append(fact)
+            producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(fact), key=fact["pupdate_id"])
+        elif ev.kind == "like":
+            fact = {"app_version": "unknown", **payload, "collected_at": ev.event_time_ms}
+            likes.append(fact)
+            producer.produce(settings.topic(LIKES), serde("like").encode(fact), key=fact["pupdate_id"])
+    producer.flush(60)
+    return pupdates, likes
+
+
+@pytest.fixture
+def simulated(topics):
+    pupdates, likes = _facts_from_simulation(topics, 160_000, seed=20261127)
+    assert len(pupdates) >= 5000, f"only {len(pupdates)} pupdates simulated"
+    return topics, pupdates, likes
+
+
+def _start(
+    settings, *, instance: str = "0", versions: str = '["v1","v2"]', port: int = 0
+) -> subprocess.Popen:
+    env = os.environ | {
+        "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "POOCH_REDIS_URL": settings.redis_url,
+        "POOCH_TOPIC_PREFIX": settings.topic_prefix,
+        "POOCH_FEATURIZER_HORIZON_MS": str(HORIZON_MS),
+        "POOCH_FEATURIZER_VERSIONS": versions,
+        "POOCH_FEATURIZER_INSTANCE_ID": instance,
+        "POOCH_FEATURIZER_IDLE_FLUSH_MS": "1500",
+        "POOCH_FEATURIZER_LATENESS_MS": str(SIM_MAX_JITTER_MS),
+        "POOCH_FEATURIZER_PORT": str(port),
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.featurizer"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _outputs(settings, topic_base: str, stem: str) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for msg in read_all(settings, settings.topic(topic_base), timeout=60):
+        rec = serde(stem).decode(msg.value())
+        assert msg.key().decode() == rec["pupdate_id"]
+        out.setdefault((rec["pupdate_id"], rec["extractor_version"]), []).append(rec)
+    return out
+
+
+def _assert_matches_reference(settings, pupdates, likes, versions=("v1", "v2")) -> None:
+    features = _outputs(settings, FEATURES, "feature_vector")
+    instances = _outputs(settings, INSTANCES, "instance")
+    for version in versions:
+        ref = reference(pupdates, likes, version, HORIZON_MS)
+        matured = {pid for pid, r in ref.items() if r["label"] is not None}
+        assert len(matured) > len(ref) // 2
+        for pid, expected in ref.items():
+            got = features.get((pid, version))
+            assert got, f"no {version} features for {pid}"
+            # Exactly one value; a duplicate after a crash must be identical.
+            assert all(g == got[0] for g in got), f"differing duplicates for {pid}"
+            assert got[0]["values"] == expected["values"], f"{version} features of {pid}"
+            assert got[0]["baseline"] == expected["baseline"]
+            inst = instances.get((pid, version))
+            if pid in matured:
+                assert inst, f"no {version} instance for matured {pid}"
+                assert all(i == inst[0] for i in inst)
+                assert inst[0]["likes"] == expected["label"], f"label of {pid}"
+                assert inst[0]["values"] == expected["values"]
+            else:
+                assert not inst, f"instance for {pid} before its horizon closed"
+        assert {pid for pid, v in features if v == version} == set(ref)
+
+
+def _wait_complete(settings, pupdates, likes, versions=("v1", "v2"), timeout=180) -> None:
+    n_features = len(pupdates) * len(versions)
+    matured = sum(1 for r in reference(pupdates, likes, "v1", HORIZON_MS).values() if r["label"] is not None)
+
+    def done() -> bool:
+        f = {(k, v) for k, v in _outputs(settings, FEATURES, "feature_vector") if v in versions}
+        i = {(k, v) for k, v in _outputs(settings, INSTANCES, "instance") if v in versions}
+        return len(f) >= n_features and len(i) >= matured * len(versions)
+
+    wait_for(done, timeout=timeout, interval=2.0, what="every features and instances record")
+
+
+def test_streaming_outputs_equal_the_offline_reference(simulated):
+    settings, pupdates, likes = simulated
+    proc = _start(settings)
+    try:
+        _wait_complete(settings, pupdates, likes)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    _assert_matches_reference(settings, pupdates, likes)
+
+
+def test_sigkill_twice_midway_still_one_value_per_pupdate(simulated):
+    settings, pupdates, likes = simulated
+    total = 2 * len(pupdates)
+    written_at_kill = []
+    for _ in range(2):
+        proc = _start(settings)
+        # Let it rebuild and commit part of the outputs, then kill it without warning.
+        before = len(read_all(settings, settings.topic(FEATURES)))
+        wait_for(
+            lambda before=before: len(read_all(settings, settings.topic(FEATURES))) > before,
+            timeout=120,
+            interval=0.05,
+            what="more outputs",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        written_at_kill.append(len({m.key() for m in read_all(settings, settings.topic(FEATURES))}))
+    assert written_at_kill[0] < len(pupdates), f"first kill came after the work was done: {written_at_kill}"
+    proc = _start(settings)
+    try:
+        _wait_complete(settings, pupdates, likes)
+    finally:
+        _stop(proc)
+    assert len(read_all(settings, settings.topic(FEATURES))) >= total
+    _assert_matches_reference(settings, pupdates, likes)
+
+
+def _try(fn, *args) -> float:
+    try:
+        return fn(*args)
+    except Exception:
+        return 0.0
+
+
+def _owned_partitions(port: int) -> float:
+    import httpx
+
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    line = next(ln for ln in body.splitlines() if ln.startswith("pooch_featurizer_owned_partitions "))
+    return float(line.split()[1])
+
+
+def test_two_workers_share_the_partitions_and_survive_one_dying(simulated):
+    settings, pupdates, likes = simulated
+    first = _start(settings, instance="a", versions='["v1"]', port=18102)
+    second = _start(settings, instance="b", versions='["v1"]', port=18103)
+    try:
+        # The group splits the pupdates partitions between the two before one of them dies.
+        wait_for(
+            lambda: _try(_owned_partitions, 18102) > 0 and _try(_owned_partitions, 18103) > 0,
+            timeout=60,
+            what="both workers owning partitions",
+        )
+        assert _owned_partitions(18102) + _owned_partitions(18103) == 3
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        wait_for(
+            lambda: _try(_owned_partitions, 18103) == 3, timeout=60, what="the survivor owning everything"
+        )
+        _wait_complete(settings, pupdates, likes, versions=("v1",))
+    finally:
+        _stop(first)
+        _stop(second)
+    _assert_matches_reference(settings, pupdates, likes, versions=("v1",))
+
+
+def test_backfill_of_a_second_version_produces_every_matured_instance(simulated):
+    settings, pupdates, likes = simulated
+    report = backfill(settings, "v2", horizon_ms=HORIZON_MS)
+    ref = reference(pupdates, likes, "v2", HORIZON_MS)
+    matured = {pid: r for pid, r in ref.items() if r["label"] is not None}
+    instances = _outputs(settings, INSTANCES, "instance")
+    assert report.instances == len(matured)
+    for pid, expected in matured.items():
+        [inst] = instances[(pid, "v2")]
+        assert inst["likes"] == expected["label"] and inst["values"] == expected["values"]
+    assert not [k for k in instances if k[0] not in matured]
