@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from libs.cli.featurizer import featurizer_app
+from libs.cli.simulate import simulate
 from libs.cli.stack import stack_app
 from libs.cli.topics import topics_app
 
@@ -15,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.command("simulate")(simulate)
+app.add_typer(featurizer_app, name="featurizer")
 
 
 if __name__ == "__main__":
