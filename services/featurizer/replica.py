@@ -51,8 +51,8 @@ class ReplicaReader:
                 raise confluent_kafka.KafkaException(m.error())
         return out
 
-    def caught_up(self) -> dict[tuple[str, int], bool]:
-        """Per partition: has this reader consumed everything committed so far?
+    def backlog(self) -> dict[tuple[str, int], int]:
+        """Per partition: committed messages not read yet (0 = caught up).
 
         The consumer's position (unlike the last offset read) moves past transaction markers,
         so it reaches the high watermark on topics written transactionally. Watermarks come
@@ -63,12 +63,14 @@ class ReplicaReader:
             [TopicPartition(tp.topic, tp.partition) for tp in self.partitions]
         )
         for tp in positions:
-            key = (tp.topic, tp.partition)
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, -1)
             if high < 0:
                 _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            out[key] = max(tp.offset, 0) >= high
+            out[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
         return out
+
+    def caught_up(self) -> dict[tuple[str, int], bool]:
+        return {key: lag == 0 for key, lag in self.backlog().items()}
 
     def close(self) -> None:
         self._consumer.close()

@@ -107,8 +107,10 @@ class Featurizer:
     # -- releasing ---------------------------------------------------------------------------
 
     def release(self) -> int:
-        for key, done in self.replica.caught_up().items():
-            self.watermark.set_caught_up(key, done)
+        backlog = self.replica.backlog()
+        for key, behind in backlog.items():
+            self.watermark.set_caught_up(key, behind == 0)
+        self.metrics.set_lag(backlog)
         wm = self.watermark.current()
         features, instances = self.engine.advance(wm)
         for f in features:
