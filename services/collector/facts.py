@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from libs.common.kafka.errors import KafkaUnavailableError
 from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS, LIKES, PUPDATES
+from services.collector.kafkalog import rdkafka_logger
 from services.collector.processor import Processor
 from services.collector.settings import CollectorSettings
 
@@ -46,6 +47,7 @@ class FactsReader:
                 "enable.partition.eof": False,
                 "fetch.wait.max.ms": 50,
                 "queued.max.messages.kbytes": 65536,
+                "logger": rdkafka_logger(),
             }
         )
         self.partitions: list[TopicPartition] = []

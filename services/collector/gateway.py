@@ -23,10 +23,11 @@ from confluent_kafka import KafkaError, KafkaException
 
 from libs.common.settings import CommonSettings
 from services.collector import metrics as m
+from services.collector.kafkalog import rdkafka_logger
 from services.collector.settings import CollectorSettings
 
 log = logging.getLogger(__name__)
-_rdkafka_log = logging.getLogger("services.collector.rdkafka.http")
+_rdkafka_log = rdkafka_logger("services.collector.rdkafka.http")
 
 
 class KafkaUnavailable(Exception):
@@ -111,7 +112,7 @@ class KafkaGateway:
             log.error("HTTP producer fatal error; it will be replaced", extra={"error": err.str()})
             self._fatal = True
         else:
-            log.info("HTTP producer error", extra={"error": err.str()})
+            _rdkafka_log.info("HTTP producer error: %s", err.str())
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():

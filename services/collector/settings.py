@@ -35,6 +35,12 @@ class CollectorSettings(BaseSettings):
     group_id: str = Field("collector", description="Consumer group of the raw topics (topic prefix applied).")
     batch_size: int = Field(2000, ge=1, description="Most raw records in one transaction.")
     poll_timeout_s: float = Field(0.1, gt=0, description="Longest wait for a first record of a batch.")
+    batch_linger_s: float = Field(
+        0.05,
+        ge=0,
+        description="After a batch's first record, gather more for up to this long: fewer, larger "
+        "transactions under light load (each commit costs the broker a marker per partition).",
+    )
     transaction_timeout_ms: int = Field(
         12_000, ge=1000, description="transaction.timeout.ms: how long a dead instance can hold readers."
     )

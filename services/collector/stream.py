@@ -36,11 +36,12 @@ from libs.common.settings import CommonSettings
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
 from services.collector import metrics as m
 from services.collector.facts import FactsReader
+from services.collector.kafkalog import rdkafka_logger
 from services.collector.processor import SERVICE, Processor, Tallies
 from services.collector.settings import CollectorSettings
 
 log = logging.getLogger(__name__)
-_rdkafka_log = logging.getLogger("services.collector.rdkafka")
+_rdkafka_log = rdkafka_logger()
 
 TP = tuple[str, int]
 
@@ -162,7 +163,7 @@ class CollectorStream:
     def run_once(self) -> int:
         """One batch in one transaction; returns raw records processed."""
         assert self.consumer is not None
-        batch = self.consumer.poll_batch(self.settings.batch_size, self.settings.poll_timeout_s)
+        batch = self._poll()
         self.facts.poll()
         proc = self.processor
         now = time.monotonic()
@@ -206,6 +207,21 @@ class CollectorStream:
         self.loop_metrics.batch_done(started)
         self._housekeeping(now)
         return len(batch)
+
+    def _poll(self) -> list:
+        """Up to ``batch_size`` records: waits for the first, then lingers briefly for more."""
+        assert self.consumer is not None
+        size = self.settings.batch_size
+        batch = self.consumer.poll_batch(size, self.settings.poll_timeout_s)
+        if not batch or len(batch) >= size or self.settings.batch_linger_s <= 0:
+            return batch
+        until = time.monotonic() + self.settings.batch_linger_s
+        while len(batch) < size:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            batch += self.consumer.poll_batch(size - len(batch), left)
+        return batch
 
     def _offsets(self) -> list[TopicPartition]:
         """Per partition: min(oldest waiting event, next offset), when it moved."""

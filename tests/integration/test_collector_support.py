@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+from confluent_kafka import KafkaException
 from prometheus_client.parser import text_string_to_metric_families
 
 from libs.common.serde import serde
@@ -126,7 +127,13 @@ class Outputs:
 def wait_for_outputs(settings: CommonSettings, facts: int, dead: int, timeout: float = 90.0) -> Outputs:
     deadline = time.monotonic() + timeout
     while True:
-        out = Outputs(settings)
+        try:
+            out = Outputs(settings)
+        except KafkaException:  # a broker just restarted may not lead its partitions yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
         got = (len(out.pupdates) + len(out.likes), len(out.dead))
         if got[0] >= facts and got[1] >= dead:
             return out
