@@ -53,7 +53,7 @@ test: venv
 	$(POOCH) stack prereqs
 	@record="$$(mktemp)"; \
 	trap 'for c in $$(cat "$$record"); do $(POOCH) stack down --only "$$c"; done; rm -f "$$record"' EXIT; \
-	$(POOCH) stack up --record "$$record"; \
+	$(POOCH) stack up --only kafka --only redis --record "$$record"; \
 	rc=0; $(BIN)/pytest || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; \
 	exit $$rc

@@ -87,11 +87,16 @@ def status(
         "--check",
         help="No tables: print the components that are not up, one a line, and exit 1 if any.",
     ),
+    only: list[str] = typer.Option(
+        [], "--only", help=f"With --check, check only this component (repeatable): {', '.join(COMPONENTS)}."
+    ),
 ) -> None:
     """Show processes and topics. Informational: exits 0 even when something is down."""
+    _check_names(only)
     stack = LocalStack(report=progress)
     if check:
-        down_names = [p.name for p in stack.status(topics=False).processes if not p.up]
+        wanted = set(only or COMPONENTS)
+        down_names = [p.name for p in stack.status(topics=False).processes if not p.up and p.name in wanted]
         for name in down_names:
             print(name)
         raise typer.Exit(1 if down_names else 0)

@@ -19,17 +19,19 @@ from typing import Any
 
 from libs.common.admin import EnsureReport, TopicAdminError, TopicState, describe_topics, ensure_topics
 from libs.common.settings import CommonSettings
-from libs.stack import kafka, prereqs, redis
+from libs.stack import kafka, prereqs, redis, services
 from libs.stack.config import StackPaths, StackSettings
 from libs.stack.errors import StackError
 from libs.stack.processes import ManagedProcess, cmdline, cwd, describe_pid, port_free, port_owner
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = (kafka.NAME, redis.NAME)
+INFRA = (kafka.NAME, redis.NAME)
+SERVICES = tuple(s.name for s in services.available())
+COMPONENTS = INFRA + SERVICES
 # Redis first: it is quick, and a missing redis-server is reported before the slow Kafka start.
-# Stopping goes the other way round (services, which will come after Kafka, stop first).
-START_ORDER = (redis.NAME, kafka.NAME)
+# Services come last, and stopping goes the other way round (services first).
+START_ORDER = (redis.NAME, kafka.NAME, *SERVICES)
 LOCK_WAIT_SECONDS = 1800  # a first run may spend minutes in Maven while holding the lock
 
 
@@ -59,6 +61,11 @@ class StackStatus:
     @property
     def all_up(self) -> bool:
         return all(p.up for p in self.processes)
+
+    @property
+    def infra_up(self) -> bool:
+        """Kafka and Redis answer (what tests need; they start their own services)."""
+        return all(p.up for p in self.processes if p.name in INFRA)
 
     def process(self, name: str) -> ProcessStatus:
         return next(p for p in self.processes if p.name == name)
@@ -96,6 +103,11 @@ class LocalStack:
         self.report = report or log.info
         self._kafka = ManagedProcess(kafka.NAME, self.paths.pid_file(kafka.NAME), self.paths.log(kafka.NAME))
         self._redis = ManagedProcess(redis.NAME, self.paths.pid_file(redis.NAME), self.paths.log(redis.NAME))
+        self._services = {
+            name: ManagedProcess(name, self.paths.pid_file(name), self.paths.log(name)) for name in SERVICES
+        }
+        # Extra environment for the services this object starts (``pooch demo`` sets its horizons).
+        self.service_env: dict[str, str] = {}
         self._lock_depth = 0
 
     # -- addresses --
@@ -131,10 +143,13 @@ class LocalStack:
         fresh: bool = False,
         partitions: int | None = None,
         topic_prefix: str | None = None,
-        components: Sequence[str] = COMPONENTS,
+        components: Sequence[str] = INFRA,
         create_topics: bool = True,
     ) -> UpResult:
         """Start what is not running, wait until it answers, then ensure the contract topics.
+
+        By default Kafka and Redis only (what tests and tools need); ``pooch stack up`` asks for
+        every component, services included.
 
         A no-op (apart from the topic check) when everything is already up. ``fresh`` first
         stops everything and wipes Kafka's and Redis's data (the Maven cache is kept).
@@ -147,6 +162,7 @@ class LocalStack:
             if fresh:
                 self.wipe()
             starters = {kafka.NAME: self.start_kafka, redis.NAME: self.start_redis}
+            starters |= {name: (lambda n=name: self.start_service(n)) for name in SERVICES}
             # Refuse before starting anything if a port is taken by a stranger.
             for name in components:
                 if not self._running(name):
@@ -154,12 +170,13 @@ class LocalStack:
             try:
                 for name in (n for n in START_ORDER if n in components):
                     (result.started if starters[name]() else result.already_running).append(name)
-                if create_topics and kafka.NAME in components:
-                    settings = self.common_settings(topic_prefix)
-                    try:
-                        result.topics = ensure_topics(settings, partitions=partitions)
-                    except TopicAdminError as exc:
-                        raise StackError(f"creating the contract topics failed: {exc}") from exc
+                    # Topics before any service: services never auto-create them.
+                    if name == kafka.NAME and create_topics:
+                        settings = self.common_settings(topic_prefix)
+                        try:
+                            result.topics = ensure_topics(settings, partitions=partitions)
+                        except TopicAdminError as exc:
+                            raise StackError(f"creating the contract topics failed: {exc}") from exc
             except BaseException:
                 # Leave nothing half-started by this call behind (Ctrl-C included).
                 for name in result.started:
@@ -179,13 +196,13 @@ class LocalStack:
     def wipe(self) -> None:
         """Stop everything and delete Kafka's data and Redis's folder (``--fresh``)."""
         with self._locked():
-            self.down()
+            self.down(COMPONENTS)
             self.report(f"wiping Kafka and Redis data in {self.state_dir}")
             shutil.rmtree(self.paths.kafka_dir, ignore_errors=True)
             shutil.rmtree(self.paths.redis_dir, ignore_errors=True)
 
     def is_up(self) -> bool:
-        return self.status(topics=False).all_up
+        return self.status(topics=False).infra_up
 
     def status(self, *, topics: bool = True, topic_prefix: str | None = None) -> StackStatus:
         settings = self.common_settings(topic_prefix)
@@ -193,6 +210,10 @@ class LocalStack:
         procs = [
             self._process_status(kafka.NAME, lambda: kafka.answers(s)),
             self._process_status(redis.NAME, lambda: redis.answers(s)),
+        ]
+        procs += [
+            self._process_status(name, lambda n=name: services.answers(services.by_name(n)))
+            for name in SERVICES
         ]
         status = StackStatus(
             processes=procs,
@@ -251,6 +272,24 @@ class LocalStack:
         with self._locked():
             return self._stop(redis.NAME)
 
+    def start_service(self, name: str) -> bool:
+        """Start one service unless it runs; wait for its /readyz. True if this call started it."""
+        spec = services.by_name(name)
+        process = self._services[name]
+        with self._locked():
+            if self._running(name):
+                return False
+            self._check_ports(name)
+            env = services.environment(spec, self.kafka_bootstrap, self.redis_url, self.service_env)
+            self.report(f"starting {name} on :{spec.port} (log: {process.log_file})")
+            process.start(services.argv(spec), cwd=services.REPO, env=env)
+            self._wait_or_stop(name, lambda: services.wait_ready(spec, process, self.settings.ready_timeout))
+            return True
+
+    def stop_service(self, name: str) -> bool:
+        with self._locked():
+            return self._stop(name)
+
     def prerequisites(self) -> None:
         """Check java and mvn, install redis-server when missing (root), fetch the Kafka jars."""
         prereqs.java()
@@ -259,7 +298,7 @@ class LocalStack:
 
     # -- internals --
     def _process(self, name: str) -> ManagedProcess:
-        return {kafka.NAME: self._kafka, redis.NAME: self._redis}[name]
+        return {kafka.NAME: self._kafka, redis.NAME: self._redis}.get(name) or self._services[name]
 
     def _stop(self, name: str) -> bool:
         process = self._process(name)
@@ -279,12 +318,16 @@ class LocalStack:
 
     def _ports(self, name: str) -> tuple[int, ...]:
         s = self.settings
+        if name in self._services:
+            return (services.by_name(name).port,)
         return {kafka.NAME: (s.kafka_port, s.controller_port), redis.NAME: (s.redis_port,)}[name]
 
     def _is_ours(self, name: str, pid: int) -> bool:
         """Whether a pid is this state folder's process (its pid file may have been lost)."""
         if name == kafka.NAME:
             return str(self.paths.server_properties) in cmdline(pid)
+        if name in self._services:
+            return f"-m services.{name}" in cmdline(pid)
         # redis-server rewrites its command line, but it runs in our --dir.
         return cwd(pid) == self.paths.redis_dir
 
