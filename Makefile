@@ -1,6 +1,6 @@
 # Developer entry points. On a fresh machine they need only Python 3.11, Java 17+ and Maven:
 # the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
-#   make demo   venv, local stack up, its status
+#   make demo   venv, local stack and services, the Sniffable simulation, a report
 #   make test   venv, ruff, stack up (if not running), pytest, stack down (what it started)
 
 SHELL := /bin/bash
@@ -18,7 +18,7 @@ STAMP := $(VENV)/.pooch-installed
 .PHONY: help venv demo test lint format down constraints
 
 help:
-	@echo "make demo         start the local stack (Kafka + Redis) and show its status"
+	@echo "make demo         the main job: stack + services + simulated Sniffable, ending in a report"
 	@echo "make test         ruff + the whole pytest suite against the real Kafka and Redis"
 	@echo "make lint         ruff check and ruff format --check"
 	@echo "make down         stop the local stack (data is kept)"
@@ -42,7 +42,7 @@ venv:
 	echo "$$want" > $(STAMP)
 
 demo: venv
-	$(POOCH) stack up
+	$(POOCH) demo
 	$(POOCH) stack status
 
 # The stack is started only if it is not running, and only what this run started is stopped
