@@ -232,3 +232,74 @@ def test_backfill_of_a_second_version_produces_every_matured_instance(simulated)
         [inst] = instances[(pid, "v2")]
         assert inst["likes"] == expected["label"] and inst["values"] == expected["values"]
     assert not [k for k in instances if k[0] not in matured]
+
+
+def test_bad_facts_are_dead_lettered_and_the_featurizer_keeps_going(topics):
+    import httpx
+
+    settings = topics
+    producer = Producer(settings, name="bad-facts")
+    good = {
+        "event_id": "e1",
+        "pupdate_id": "p-good",
+        "dog_id": "d1",
+        "posted_at": START_MS,
+        "hashtags": ["#pug"],
+        "caption": None,
+        "photo_filter": None,
+        "dog": {"breed": "Pug", "size": "SMALL", "age_months": None},
+        "dog_followers": 3,
+        "country": "JP",
+        "app_version": "3.0.0",
+        "raw_schema": "",
+        "collected_at": START_MS,
+    }
+    producer.produce(settings.topic(PUPDATES), b"\x00not avro", key="p-garbage")
+    producer.produce(
+        settings.topic(PUPDATES),
+        serde("like").encode(
+            {
+                "event_id": "x",
+                "pupdate_id": "p-wrong",
+                "sniffer_id": "s",
+                "liked_at": START_MS,
+                "app_version": "1",
+                "collected_at": START_MS,
+            }
+        ),
+        key="p-wrong",
+    )  # a valid record of the wrong type on this topic
+    producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(good), key="p-good")
+    producer.flush(30)
+
+    proc = _start(settings, versions='["v1"]', port=18104)
+    try:
+        wait_for(
+            lambda: _try(lambda: httpx.get("http://127.0.0.1:18104/readyz", timeout=1).status_code == 200),
+            timeout=60,
+            what="ready after rebuilding",
+        )
+        wait_for(
+            lambda: len(read_all(settings, settings.topic(FEATURES))) == 1, timeout=60, what="the good one"
+        )
+        metrics = httpx.get("http://127.0.0.1:18104/metrics", timeout=2).text
+    finally:
+        _stop(proc)
+    letters = [
+        serde("dead_letter").decode(m.value()) for m in read_all(settings, settings.topic("deadletters"))
+    ]
+    assert sorted(d["reason"] for d in letters) == ["undecodable", "unknown_schema"]
+    assert {d["value"][:9] for d in letters if d["reason"] == "undecodable"} == {b"\x00not avro"}
+    assert all(
+        d["service"] == "featurizer" and d["source_topic"] == settings.topic(PUPDATES) for d in letters
+    )
+    for name in (
+        "pooch_featurizer_features_total",
+        "pooch_featurizer_extraction_errors_total",
+        "pooch_featurizer_likes_total",
+        "pooch_featurizer_open_horizons",
+        "pooch_consumer_lag_messages",
+        "pooch_messages_consumed_total",
+    ):
+        assert name in metrics, name
+    assert 'pooch_featurizer_extraction_errors_total{reason="undecodable"} 1.0' in metrics
