@@ -32,6 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
+import confluent_kafka
 import httpx
 
 from libs.common.admin import delete_topics, ensure_topics, list_topics
@@ -215,6 +216,38 @@ def bench_http(common: CommonSettings, rate: float, seconds: float, *, stream: b
         proc.wait(30)
 
 
+def bench_kafka_ack(common: CommonSettings, rate: float, seconds: float) -> dict:
+    """The floor under the HTTP figures: the broker's own acks=all latency at the same rate,
+    with the HTTP producer's settings (idempotent, linger 1 ms), measured after a warm-up."""
+    producer = confluent_kafka.Producer(
+        common.kafka_config()
+        | {"enable.idempotence": True, "acks": "all", "linger.ms": 1, "compression.type": "lz4"}
+    )
+    topic = common.topic("pupdates.raw")
+    latencies: list[float] = []
+    warmup = int(rate)  # the first second: connections, producer id, metadata
+    n = int(rate * seconds) + warmup
+    start = time.perf_counter()
+    for i in range(n):
+        due = start + i / rate
+        while time.perf_counter() < due:
+            producer.poll(0.0002)
+        sent = time.perf_counter()
+
+        def done(err, _msg, sent=sent, i=i) -> None:
+            if err is None and i >= warmup:
+                latencies.append(time.perf_counter() - sent)
+
+        producer.produce(topic, b"x" * 300, f"k{i}", on_delivery=done)
+    producer.flush(30)
+    return {
+        "messages": len(latencies),
+        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2),
+    }
+
+
 def _server_histogram(url: str) -> dict[str, float]:
     """The collector's own view: share of 202 answers within each latency bucket."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
@@ -251,6 +284,13 @@ def main() -> None:
                 f"on one core ({r['records_per_cpu_s']:,} per CPU second; start {r['start_seconds']:.2f} s)"
             )
         if args.only in (None, "http"):
+            own = CommonSettings(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
+            prefixes.append(own)
+            ensure_topics(own)
+            results["kafka_ack"] = r = bench_kafka_ack(own, args.rate, args.seconds)
+            print(
+                f"kafka acks=all at {args.rate:.0f}/s (the floor): p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+            )
             for name, stream in (("http", True), ("http_api_only", False)):
                 own = CommonSettings(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
                 prefixes.append(own)
