@@ -1,0 +1,90 @@
+"""Trainer HTTP API (port 8003).
+
+* ``POST /v1/train`` (body optional: ``{"extractor_version": "v1"}``): ask for a training run
+  now. 202 when queued on the leader; 409 on a standby (the leader trains; ask it, or any
+  replica after a failover); 503 while the window is still being rebuilt; 404 for an
+  extractor_version the trainer has no instances of. The outcome shows in ``GET /v1/status``.
+* ``GET /v1/status``: role, windows, the run in progress, the last run per extractor_version.
+* ``GET /healthz``, ``GET /readyz`` (with a ``detail`` of role, windows and failed runs),
+  ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Body, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from libs.common.health import Probes
+
+if TYPE_CHECKING:
+    from services.trainer.service import Trainer
+
+
+def create_app(trainer: Trainer, probes: Probes) -> FastAPI:
+    app = FastAPI(title="pooch trainer", version="1")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        status, body = probes.healthz()
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        status, body = probes.readyz()
+        doc = trainer.status_doc
+        body["detail"] = {
+            "role": doc.get("role"),
+            "rebuilt": doc.get("rebuilt"),
+            "windows": {v: w["size"] for v, w in doc.get("windows", {}).items()},
+            "failed_runs": {
+                v: {"error": r["error"], "started_at": r["started_at"]}
+                for v, r in doc.get("failed_runs", {}).items()
+            },
+        }
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/status")
+    def status() -> dict[str, Any]:
+        return trainer.status_doc
+
+    @app.post("/v1/train", status_code=202)
+    def train_now(body: dict[str, Any] | None = Body(default=None)) -> JSONResponse:
+        version = (body or {}).get("extractor_version")
+        if not trainer.rebuilt:
+            return JSONResponse(
+                {"error": "not_ready", "detail": "the training window is still being rebuilt from instances"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        if not trainer.election.is_leader:
+            return JSONResponse(
+                {
+                    "error": "standby",
+                    "detail": f"replica {trainer.s.replica_id} stands by; the leader trains. "
+                    "Send the request to the leader (GET /v1/status shows each replica's role).",
+                },
+                status_code=409,
+            )
+        known = trainer.status_doc.get("windows", {})
+        if not known:
+            return JSONResponse({"error": "no_instances", "detail": "no instances read yet"}, status_code=409)
+        if version is not None and version not in known:
+            return JSONResponse(
+                {
+                    "error": "unknown_extractor_version",
+                    "detail": f"no instances of {version!r}; have {sorted(known)}",
+                },
+                status_code=404,
+            )
+        versions = [version] if version else sorted(known)
+        trainer.request_training([version] if version else None)
+        return JSONResponse({"accepted": True, "extractor_versions": versions}, status_code=202)
+
+    return app

@@ -1,0 +1,337 @@
+"""The trainer as a real process on the real broker and Redis: versions follow the data.
+
+Also the helpers the other trainer tests use (a trainer subprocess, feeding instances, reading
+what was published).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from libs.common.artifacts import ModelArtifact, ModelCache, version_for_sha
+from libs.common.features.extractors import CATEGORICAL
+from libs.common.kafka.producer import Producer
+from libs.common.serde import serde
+from libs.common.settings import CommonSettings
+from libs.common.topics import INSTANCES, MODELS
+from libs.stack.processes import free_port
+from services.trainer.synthetic import NAMES, SyntheticWorld, probe_set
+from services.trainer.train import predict
+
+from .kafkautil import read_all, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Small and fast: a version every 300 instances, LightGBM on one thread, short timers.
+FAST_ENV = {
+    "POOCH_TRAINER_MIN_INSTANCES": "300",
+    "POOCH_TRAINER_RETRAIN_EVERY": "300",
+    "POOCH_TRAINER_RETRAIN_INTERVAL_S": "3600",
+    "POOCH_TRAINER_NUM_BOOST_ROUND": "150",
+    "POOCH_TRAINER_NUM_THREADS": "1",
+    "POOCH_TRAINER_MIN_VALIDATION_ROWS": "50",
+    "POOCH_TRAINER_CACHE_CHECK_INTERVAL_S": "1",
+    "POOCH_TRAINER_SESSION_TIMEOUT_MS": "6000",
+    "POOCH_TRAINER_HEARTBEAT_INTERVAL_MS": "500",
+}
+
+
+class TrainerProc:
+    """``python -m services.trainer`` with its own port, log file and settings."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        log_dir: Path,
+        *,
+        replica: str = "t1",
+        redis_url: str | None = None,
+        **env,
+    ) -> None:
+        self.replica = replica
+        self.port = free_port()
+        self.log_path = log_dir / f"trainer-{replica}.log"
+        full_env = (
+            os.environ
+            | {
+                "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                "POOCH_REDIS_URL": redis_url or settings.redis_url,
+                "POOCH_TOPIC_PREFIX": settings.topic_prefix,
+                "POOCH_LOG_FORMAT": "json",
+                "POOCH_TRAINER_PORT": str(self.port),
+                "POOCH_TRAINER_HOST": "127.0.0.1",
+                "POOCH_TRAINER_REPLICA_ID": replica,
+                "PYTHONPATH": str(REPO),
+            }
+            | FAST_ENV
+            | {k: str(v) for k, v in env.items()}
+        )
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.trainer"],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def get(self, path: str) -> tuple[int, dict | str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                body = r.read().decode()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            body, status = e.read().decode(), e.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, ""
+        try:
+            return status, json.loads(body)
+        except json.JSONDecodeError:
+            return status, body
+
+    def post(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=json.dumps(body or {}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def status(self) -> dict:
+        code, body = self.get("/v1/status")
+        return body if code == 200 and isinstance(body, dict) else {}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        code, text = self.get("/metrics")
+        if code != 200:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        return None
+
+    def ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: self.ready() or self._dead(), timeout=timeout, what=f"trainer {self.replica} ready")
+        assert self.proc.poll() is None, self.log_tail()
+
+    def _dead(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"trainer {self.replica} exited:\n{self.log_tail()}")
+        return False
+
+    def logs(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"msg": line})
+        return out
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def feed(settings: CommonSettings, records: list[dict]) -> None:
+    producer = Producer(settings, name="test-feeder")
+    enc = serde("instance")
+    for r in records:
+        producer.produce(settings.topic(INSTANCES), enc.encode(r), key=r["pupdate_id"])
+    producer.flush(30)
+
+
+def published(settings: CommonSettings) -> list[ModelArtifact]:
+    events = [serde("model_event").decode(m.value()) for m in read_all(settings, settings.topic(MODELS))]
+    return [ModelArtifact.from_event(e) for e in events if e["kind"] == "PUBLISHED"]
+
+
+def wait_published(settings: CommonSettings, n: int, trainer: TrainerProc, timeout: float = 60) -> list:
+    def enough():
+        trainer._dead()
+        arts = published(settings)
+        return arts if len(arts) >= n else None
+
+    try:
+        return wait_for(enough, timeout=timeout, interval=0.5, what=f"{n} published versions")
+    except TimeoutError:
+        raise AssertionError(f"{trainer.status()}\n{trainer.log_tail()}") from None
+
+
+def test_versions_follow_the_data_beat_the_baseline_and_are_cached(topics, tmp_path):
+    settings = topics
+    world = SyntheticWorld(seed=11)
+    trainer = TrainerProc(settings, tmp_path)
+    try:
+        trainer.wait_ready()
+        assert trainer.status()["role"] == "leader"
+        for i, regime in enumerate((0, 1, 2)):
+            feed(settings, world.instances(300, regime))
+            arts = wait_published(settings, i + 1, trainer)
+        assert len(arts) == 3
+        status = trainer.status()
+        assert status["windows"]["v1"]["size"] == 900
+        assert status["windows"]["v1"]["published"] == [a.model_version for a in arts]
+        cache = ModelCache(redis.Redis.from_url(settings.redis_url), settings.topic_prefix)
+        wait_for(lambda: not cache.missing([a.model_version for a in arts]), timeout=10, what="cached")
+        assert trainer.metric("pooch_trainer_published_versions_total", extractor_version="v1") == 3
+        assert trainer.metric("pooch_trainer_runs_total", extractor_version="v1", outcome="published") == 3
+        assert trainer.metric("pooch_trainer_instances_total", extractor_version="v1") == 900
+        assert trainer.metric("pooch_trainer_window_instances", extractor_version="v1") == 900
+        assert trainer.metric("pooch_trainer_last_success_timestamp_seconds", extractor_version="v1") > 0
+        assert trainer.metric("pooch_trainer_run_duration_seconds_count", extractor_version="v1") == 3
+        assert trainer.metric("pooch_trainer_leader") == 1
+        improvement = trainer.metric(
+            "pooch_trainer_validation_metric", extractor_version="v1", metric="improvement_vs_baseline"
+        )
+        assert improvement == arts[-1].metrics["improvement_vs_baseline"]
+        code, ready = trainer.get("/readyz")
+        assert code == 200 and ready["detail"]["role"] == "leader"
+    finally:
+        trainer.stop()
+
+    probes = probe_set()
+    previous = None
+    for n, art in enumerate(arts, start=1):
+        text = art.model_text()
+        assert art.model_version == version_for_sha(art.sha256, "v1")
+        assert cache.load_text(art.model_version) == text
+        assert art.feature_names == NAMES
+        assert art.categorical_features == CATEGORICAL
+        assert set(art.feature_importance) == set(NAMES)
+        assert len(art.validation_quantiles) == 21
+        m, p = art.metrics, art.params
+        # Beats the historical baseline on its validation slice, and says by how much.
+        assert m["improvement_vs_baseline"] >= m["required_margin_vs_baseline"] == 0.02
+        assert m["improvement_vs_baseline"] == 1 - m["poisson_deviance"] / m["baseline_poisson_deviance"]
+        assert {"mae", "rmse", "mae_ratio_to_baseline", "rmse_ratio_to_baseline"} <= set(m)
+        assert p["data.rows"] == str(300 * n)
+        assert p["data.topic"] == settings.topic(INSTANCES)
+        assert json.loads(p["data.offsets"]), "offsets per partition"
+        assert (
+            int(p["data.posted_at_min"])
+            <= int(p["data.validation_posted_at_min"])
+            <= int(p["data.posted_at_max"])
+        )
+        assert p["lgb.objective"] == "poisson"
+        assert p["trainer.replica"] == "t1"
+        preds = predict(text, probes)
+        assert np.all(preds > 0)
+        if previous is not None:
+            # Each later version beat the one before on the newest slice ...
+            assert p["champion.model_version"] == previous[0]
+            assert m["improvement_vs_champion"] >= 0
+            # ... and the predictions really moved (the first lesson: models that never change).
+            assert not np.allclose(preds, previous[1])
+        previous = (art.model_version, preds)
+
+
+def test_post_train_runs_now_and_a_restart_rebuilds_the_same_window(topics, tmp_path):
+    settings = topics
+    trainer = TrainerProc(settings, tmp_path, POOCH_TRAINER_RETRAIN_EVERY=100_000)
+    try:
+        trainer.wait_ready()
+        feed(settings, SyntheticWorld(seed=12).instances(400))
+        wait_for(
+            lambda: trainer.status().get("windows", {}).get("v1", {}).get("size") == 400,
+            timeout=30,
+            what="400 instances read",
+        )
+        time.sleep(1)
+        assert published(settings) == [], "neither the count nor the interval is due"
+        code, body = trainer.post("/v1/train", {"extractor_version": "v1"})
+        assert (code, body) == (202, {"accepted": True, "extractor_versions": ["v1"]})
+        (art,) = wait_published(settings, 1, trainer)
+        assert art.params["trainer.trigger"].startswith("requested")
+        assert trainer.post("/v1/train", {"extractor_version": "v9"})[0] == 404
+    finally:
+        trainer.stop()
+    # A restart replays instances into the same window and trains it again (leadership
+    # acquired): the same model text, so the same version, which is not published twice.
+    again = TrainerProc(settings, tmp_path, replica="t1-again", POOCH_TRAINER_RETRAIN_EVERY=100_000)
+    try:
+        again.wait_ready()
+        wait_for(
+            lambda: again.status().get("last_runs", {}).get("v1"), timeout=30, what="the restart's first run"
+        )
+        run = again.status()["last_runs"]["v1"]
+        assert run["outcome"] == "unchanged", run
+        assert run["model_version"] == art.model_version
+        assert len(published(settings)) == 1
+    finally:
+        again.stop()
+
+
+def test_a_failing_run_leaves_the_service_consuming_and_reporting_it(topics, tmp_path):
+    settings = topics
+    world = SyntheticWorld(seed=13)
+    # num_leaves=1 is refused by LightGBM inside the run: a real failure, not a mock.
+    trainer = TrainerProc(settings, tmp_path, POOCH_TRAINER_NUM_LEAVES=1)
+    try:
+        trainer.wait_ready()
+        feed(settings, world.instances(300))
+        wait_for(
+            lambda: trainer.metric("pooch_trainer_runs_total", extractor_version="v1", outcome="failed"),
+            timeout=30,
+            what="a failed run",
+        )
+        code, ready = wait_for(
+            lambda: (r := trainer.get("/readyz"))[1]["detail"]["failed_runs"] and r,
+            timeout=10,
+            what="readiness detail",
+        )
+        assert code == 503
+        assert ready["checks"]["last_training_run_ok"] is False
+        assert "num_leaves" in ready["detail"]["failed_runs"]["v1"]["error"]
+        assert trainer.get("/healthz")[0] == 200
+        assert any("training run FAILED" in line.get("msg", "") for line in trainer.logs())
+        feed(settings, world.instances(300))
+        wait_for(
+            lambda: trainer.metric("pooch_trainer_instances_total", extractor_version="v1") == 600,
+            timeout=30,
+            what="consumption goes on",
+        )
+        wait_for(
+            lambda: trainer.metric("pooch_trainer_runs_total", extractor_version="v1", outcome="failed") == 2,
+            timeout=30,
+            what="the next trigger runs again",
+        )
+        assert trainer.proc.poll() is None
+        assert published(settings) == []
+    finally:
+        trainer.stop()

@@ -1,0 +1,73 @@
+"""The trainer's view of the models topic: verified versions and the champion to beat."""
+
+from __future__ import annotations
+
+import logging
+
+from libs.common.artifacts import build_artifact
+from services.trainer.registry import Registry
+
+
+def published(text: str, ev: str = "v1") -> dict:
+    return build_artifact(text, extractor_version=ev, feature_names=["a"]).to_event()
+
+
+def event(kind: str, version: str, **extra) -> dict:
+    return {"kind": kind, "model_version": version, "event_id": f"{kind}:{version}"} | extra
+
+
+def test_the_newest_published_is_the_champion_until_one_is_activated():
+    r = Registry()
+    a, b, c = (r.apply(published(t)) for t in ("model a", "model b", "model c"))
+    assert r.champion_version("v1") == c
+    r.apply(event("ACTIVATED", a, extractor_version="v1", arm="champion"))
+    assert r.champion_version("v1") == a
+    r.apply(event("ACTIVATED", b, extractor_version="v1", arm="challenger"))
+    assert r.champion_version("v1") == a
+    r.apply(event("PAUSED", a))
+    assert r.champion_version("v1") == c
+    r.apply(event("RETIRED", c))
+    assert r.champion_version("v1") == b
+    r.apply(event("RESUMED", a))
+    assert r.champion_version("v1") == a
+    assert r.champion_version("v2") is None
+
+
+def test_extractor_versions_have_their_own_champions():
+    r = Registry()
+    v1 = r.apply(published("same text", "v1"))
+    v2 = r.apply(published("same text", "v2"))
+    assert v1 != v2
+    assert (r.champion_version("v1"), r.champion_version("v2")) == (v1, v2)
+    art, text = r.champion_text("v2")
+    assert art.model_version == v2 and text == "same text"
+
+
+def test_a_tampered_publication_is_refused_and_never_champion(caplog):
+    r = Registry()
+    good = r.apply(published("good model"))
+    bad = published("evil model") | {"artifact": published("other model")["artifact"]}
+    with caplog.at_level(logging.ERROR):
+        assert r.apply(bad) is None
+    assert bad["model_version"] in r.refused
+    assert r.champion_version("v1") == good
+    assert any("REFUSED" in rec.getMessage() for rec in caplog.records)
+
+
+def test_republishing_a_version_is_idempotent():
+    r = Registry()
+    e = published("model")
+    assert r.apply(e) == r.apply(e)
+    assert r.order["v1"] == [e["model_version"]]
+
+
+def test_old_texts_are_evicted_but_the_champion_stays_usable():
+    r = Registry(keep_artifacts=2)
+    versions = [r.apply(published(f"model {i}")) for i in range(5)]
+    r.apply(event("ACTIVATED", versions[0], extractor_version="v1"))
+    assert versions[0] not in r.texts  # evicted before it was activated
+    art, text = r.champion_text("v1")  # verified again from the artifact kept
+    assert (art.model_version, text) == (versions[0], "model 0")
+    r.apply(published("model 5"))
+    assert versions[0] in r.texts, "the champion's text is kept"
+    assert versions[1] not in r.texts
