@@ -46,11 +46,11 @@ class Tallies:
         self.waits: list[tuple[str, float]] = []  # (outcome, seconds)
 
     def merge(self, other: Tallies) -> None:
+        """Add the counts of ``other`` (its wait durations went to the histogram: not kept)."""
         self.accepted.update(other.accepted)
         self.rejected.update(other.rejected)
         self.duplicates += other.duplicates
         self.replayed += other.replayed
-        self.waits.extend(other.waits)
 
 
 class _LogLimiter:
