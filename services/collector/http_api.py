@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from libs.common.deadletters import DEADLETTERS_TOTAL
 from libs.common.health import Probes, add_health_routes
 from libs.common.serde import Serde, default_store, serde
 from libs.common.settings import CommonSettings
@@ -142,6 +143,8 @@ def create_app(
             "failed_at": int(time.time() * 1000),
         }
         queued = gateway is not None and gateway.send_nowait(dead_topic, dead_serde.encode(rec), rec["key"])
+        if queued:
+            DEADLETTERS_TOTAL.labels("collector", reason).inc()
         log.info(
             "request rejected",
             extra={
