@@ -9,6 +9,7 @@ rebuilds its state by replaying the facts and emits only what was not committed.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections import defaultdict
@@ -79,6 +80,7 @@ class Featurizer:
 
     def ingest(self, messages: list) -> None:
         pupdates_topic = self.topics[PUPDATES]
+        consumed: dict[str, int] = defaultdict(int)
         for msg in messages:
             topic = msg.topic()
             try:
@@ -96,7 +98,9 @@ class Featurizer:
                 reason = getattr(exc, "reason", "invalid_fact")
                 m.EXTRACTION_ERRORS.labels(reason).inc()
                 self._dead_letter(reason, f"{type(exc).__name__}: {exc}", msg)
-            self.metrics.consumed(topic)
+            consumed[topic] += 1
+        for topic, n in consumed.items():
+            self.metrics.consumed(topic, n)
 
     def _dead_letter(self, reason: str, detail: str, msg: Any) -> None:
         # Outside the output transaction: a fact the collector accepted but we cannot read is
@@ -136,25 +140,17 @@ class Featurizer:
         owned = self.ownership.owned
         if not owned:
             return 0
-        batch: list[tuple[str, str, bytes]] = []
+        batch: list[tuple[str, str, str, bytes]] = []  # (topic, version, key, value)
         new_progress: dict[int, Progress] = {}
         for partition, committed in owned.items():
             for offset, f in self.pending_features.pop(partition, []):
                 if offset >= committed.features_offset:
-                    batch.append(
-                        (FEATURES, f.pupdate["pupdate_id"], encode_features(f, self.names[f.version]))
-                    )
-                    m.FEATURES_OUT.labels(f.version).inc()
+                    value = encode_features(f, self.names[f.version])
+                    batch.append((FEATURES, f.version, f.pupdate["pupdate_id"], value))
             for i in self.pending_instances.pop(partition, []):
                 if i.close_at >= committed.instances_through:
-                    batch.append(
-                        (
-                            INSTANCES,
-                            i.pupdate["pupdate_id"],
-                            encode_instance(i, self.names[i.version], self.s.horizon_ms),
-                        )
-                    )
-                    m.INSTANCES_OUT.labels(i.version).inc()
+                    value = encode_instance(i, self.names[i.version], self.s.horizon_ms)
+                    batch.append((INSTANCES, i.version, i.pupdate["pupdate_id"], value))
             proposed = self.progress_of(partition, wm)
             progress = Progress(
                 max(proposed.features_offset, committed.features_offset),
@@ -166,9 +162,8 @@ class Featurizer:
             return 0
         self.producer.begin_transaction()
         try:
-            for base, key, value in batch:
+            for base, _version, key, value in batch:
                 self.producer.produce(self.topics[base], value, key=key)
-                self.metrics.produced(self.topics[base])
             offsets = [p.to_partition(self.topics[PUPDATES], part) for part, p in new_progress.items()]
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self.ownership.group_metadata, 30)
@@ -181,6 +176,10 @@ class Featurizer:
         for partition, progress in new_progress.items():
             if partition in owned:
                 owned[partition] = progress
+        # Counted per batch, not per record: per-record counter calls cost ~5% of throughput.
+        for (base, version), n in collections.Counter((b, v) for b, v, _k, _v in batch).items():
+            (m.FEATURES_OUT if base == FEATURES else m.INSTANCES_OUT).labels(version).inc(n)
+            self.metrics.produced(self.topics[base], n)
         return len(batch)
 
     def prune_others(self) -> None:
