@@ -101,6 +101,8 @@ def test_sigkill_mid_stream_and_restart_gives_the_same_facts_no_loss_no_duplicat
     try:
         out = wait_for_outputs(settings, report.good_pupdates + report.good_likes, report.bad_total)
         _check_exact(report, out)
+        # Informational: records read again after the kill whose output already existed.
+        print(f"replayed after restart: {second.metric_sum('pooch_collector_replayed_total'):.0f}")
     finally:
         assert second.stop() == 0, second.log_tail()
     _check_exact(report, Outputs(settings))
