@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from libs.cli.collector import collector
 from libs.cli.demo import demo
 from libs.cli.featurizer import featurizer_app
 from libs.cli.simulate import simulate
@@ -20,6 +21,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.command("demo")(demo)
 app.command("simulate")(simulate)
+app.command("collector")(collector)
 app.add_typer(featurizer_app, name="featurizer")
 
 
