@@ -9,6 +9,7 @@ error instead of publishing behind the new leader's back.
 from __future__ import annotations
 
 import logging
+import threading
 
 import redis
 from confluent_kafka import KafkaException
@@ -41,10 +42,15 @@ class Publisher:
         self._producer: Producer | None = None
         self._term: int | None = None
         self._serde = serde("model_event")
+        self._lock = threading.RLock()
+        self._fenced_term: int | None = None
 
     def _producer_for(self, term: int) -> Producer:
         if self._producer is not None and self._term == term:
             return self._producer
+        if term == self._fenced_term:
+            # Never initialise again in a term that was fenced: that would fence the real leader.
+            raise FencedError(f"term {term} was fenced by another trainer replica")
         self.close()
         producer = Producer(
             self.settings,
@@ -58,8 +64,11 @@ class Publisher:
         return producer
 
     def prepare(self, term: int) -> None:
-        """Initialise (and fence) now rather than at the first publish."""
-        self._producer_for(term)
+        """Initialise (and so fence every earlier publisher) as soon as leadership is acquired:
+        a leader that stalls later, and resumes after another replica took over, then finds its
+        producer fenced instead of fencing the new leader with a fresh one."""
+        with self._lock:
+            self._producer_for(term)
 
     def publish(self, art: ModelArtifact, *, term: int) -> None:
         value = self._serde.encode(art.to_event())
@@ -68,6 +77,10 @@ class Publisher:
                 f"{art.model_version}: record of {len(value):,} bytes over the models topic limit "
                 f"({MAX_RECORD_BYTES:,}); lower num_boost_round or num_leaves"
             )
+        with self._lock:
+            self._publish(value, art, term)
+
+    def _publish(self, value: bytes, art: ModelArtifact, term: int) -> None:
         producer = self._producer_for(term)
         try:
             producer.begin_transaction()
@@ -83,13 +96,15 @@ class Publisher:
                 log.exception("abort after a failed publish failed")
             self.close()
             if fenced:
+                self._fenced_term = term
                 raise FencedError(f"publishing fenced by another trainer replica: {err}") from exc
             raise
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(5)
-        self._producer, self._term = None, None
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(5)
+            self._producer, self._term = None, None
 
 
 def cache_put(cache: ModelCache, art: ModelArtifact) -> bool:

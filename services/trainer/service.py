@@ -202,6 +202,9 @@ class Trainer:
         if term != self.term_seen and self.election.is_leader:
             self.term_seen = term
             self.new_term = True
+            threading.Thread(
+                target=self._prepare_publisher, args=(term,), name="trainer-publisher-init", daemon=True
+            ).start()
         if self.new_term and self.rebuilt:
             self.new_term = False
             # A new leader trains at once on what it has: if the last leader died with new
@@ -209,6 +212,12 @@ class Trainer:
             # already learned gives the same model text, hence the same version: not republished.
             for version in self.windows.versions():
                 self.pending.setdefault(version, "leadership acquired")
+
+    def _prepare_publisher(self, term: int) -> None:
+        try:
+            self.publisher.prepare(term)
+        except Exception:  # the first publish of the term tries again
+            log.exception("publisher not initialised", extra={"term": term})
 
     # -- triggering ----------------------------------------------------------------------------
 

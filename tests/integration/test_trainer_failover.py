@@ -7,8 +7,13 @@ run later. Here: 6 s + 0.5 s + 1 s, plus at most 10 s for a run on 600 instances
 
 from __future__ import annotations
 
+import signal
 import time
 
+import pytest
+
+from libs.common.artifacts import build_artifact
+from services.trainer.publisher import FencedError, Publisher
 from services.trainer.synthetic import SyntheticWorld
 
 from .kafkautil import wait_for
@@ -95,3 +100,69 @@ def test_sigterm_hands_over_at_once(topics, tmp_path):
         a.stop()
         if b is not None:
             b.stop()
+
+
+SLOW = {  # runs of a few seconds, so a run can be in flight when the leader stalls
+    "POOCH_TRAINER_NUM_BOOST_ROUND": 4000,
+    "POOCH_TRAINER_LEARNING_RATE": 0.005,
+    "POOCH_TRAINER_EARLY_STOPPING_ROUNDS": 0,
+}
+
+
+def test_a_stalled_leader_resuming_after_the_takeover_is_fenced_and_stands_by(topics, tmp_path):
+    """SIGSTOP mid-run (a GC pause, a frozen VM): the standby takes over; when the old leader
+    resumes and finishes its run, its publish is fenced: only the new leader's versions exist."""
+    settings = topics
+    world = SyntheticWorld(seed=22)
+    a = TrainerProc(settings, tmp_path, replica="a", **SLOW)
+    b = None
+    try:
+        a.wait_ready()
+        wait_for(lambda: roles(a) == {"a": "leader"}, timeout=20, what="a leads")
+        b = TrainerProc(settings, tmp_path, replica="b", **SLOW)
+        b.wait_ready()
+        time.sleep(1)
+        feed(settings, world.instances(2000, 0))
+        wait_for(lambda: a.status().get("running"), timeout=20, interval=0.05, what="a's run in flight")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            feed(settings, world.instances(300, 1))  # b's window differs from a's run
+            wait_for(lambda: b.status().get("role") == "leader", timeout=ELECTION_BOUND_S + 5, what="b leads")
+            (art,) = wait_published(settings, 1, b, timeout=60)
+            assert art.params["trainer.replica"] == "b"
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: a.status().get("last_runs", {}).get("v1", {}).get("outcome"),
+            timeout=60,
+            what="a's stalled run to end",
+        )
+        assert a.status()["last_runs"]["v1"]["outcome"] == "not_leader", a.status()["last_runs"]
+        wait_for(lambda: roles(a, b) == {"a": "standby", "b": "leader"}, timeout=20, what="a stands by")
+        assert [p.params["trainer.replica"] for p in published(settings)] == ["b"]
+    finally:
+        if a.proc.poll() is None:
+            a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+def test_a_replaced_publisher_is_fenced_and_never_fences_back(topics):
+    """The transactional publisher both replicas share: the newest initialiser wins."""
+    settings = topics
+    old, new = Publisher(settings, name="old"), Publisher(settings, name="new")
+    arts = [build_artifact(f"model {i}", extractor_version="v1", feature_names=["a"]) for i in range(3)]
+    try:
+        old.prepare(term=1)
+        old.publish(arts[0], term=1)
+        new.prepare(term=1)  # the new leader initialises: the old one is fenced
+        with pytest.raises(FencedError):
+            old.publish(arts[1], term=1)
+        with pytest.raises(FencedError):  # and it does not re-initialise in that term
+            old.publish(arts[1], term=1)
+        new.publish(arts[2], term=1)
+    finally:
+        old.close()
+        new.close()
+    assert [a.model_version for a in published(settings)] == [arts[0].model_version, arts[2].model_version]
