@@ -1,0 +1,87 @@
+"""Scorer metrics (Prometheus naming: base units, ``_total``, ``_seconds``).
+
+``path`` is ``stream`` (the features topic) or ``whatif`` (the HTTP API). ``model_version`` is
+``none`` for predictions no model made (the baseline arm and fallbacks). Hot paths count per
+batch, not per record.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "pooch_scorer_predictions_total",
+    "Predictions made, by path, arm and model version (none: the baseline arm or a fallback).",
+    ["path", "arm", "model_version"],
+)
+FALLBACKS = Counter(
+    "pooch_scorer_fallbacks_total",
+    "Predictions that fell back to the historical baseline, by path and reason.",
+    ["path", "reason"],
+)
+INVALID_OUTPUTS = Counter(
+    "pooch_scorer_invalid_outputs_total",
+    "Model outputs refused (non-finite or negative), by model version.",
+    ["model_version"],
+)
+PREDICT_ERRORS = Counter(
+    "pooch_scorer_predict_errors_total", "predict calls that raised, by model version.", ["model_version"]
+)
+BATCH_SIZE = Histogram(
+    "pooch_scorer_batch_size",
+    "Features records scored per transaction.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+)
+PREDICT_SECONDS = Histogram(
+    "pooch_scorer_predict_seconds",
+    "Time of one batched predict call (one model, one group of rows).",
+    ["path"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+UNDECODABLE = Counter(
+    "pooch_scorer_undecodable_total", "features records that could not be decoded (dead-lettered)."
+)
+
+MODEL_SWAPS = Counter(
+    "pooch_scorer_model_swaps_total",
+    "Times the model serving an extractor version and arm changed.",
+    ["extractor_version", "arm"],
+)
+SERVING = Gauge(
+    "pooch_scorer_serving_info",
+    "1 for the model version serving each extractor version and arm.",
+    ["extractor_version", "arm", "model_version"],
+)
+MODELS = Gauge("pooch_scorer_models", "Model versions known, by status.", ["status"])
+MODEL_LOAD_SECONDS = Histogram(
+    "pooch_scorer_model_load_seconds",
+    "Time to verify and parse one model artifact.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MODEL_REFUSED = Counter(
+    "pooch_scorer_models_refused_total",
+    "Model versions refused at load, by reason (artifact_integrity, unloadable).",
+    ["reason"],
+)
+ARM_WEIGHT = Gauge("pooch_scorer_arm_weight", "Share of dogs routed to each arm.", ["arm"])
+REGISTRY_SYNCED = Gauge(
+    "pooch_scorer_registry_synced", "1 once the models topic has been read to its end since start."
+)
+REGISTRY_EVENTS = Counter(
+    "pooch_scorer_model_events_total", "Model events read from the models topic, by kind.", ["kind"]
+)
+REGISTRY_GENERATION = Gauge("pooch_scorer_registry_generation", "Snapshots published since start.")
+
+WHATIF_REQUESTS = Counter(
+    "pooch_scorer_whatif_requests_total", "What-if requests, by outcome (ok, invalid, error).", ["outcome"]
+)
+WHATIF_SECONDS = Histogram(
+    "pooch_scorer_whatif_request_seconds",
+    "Time to answer a what-if request inside the service.",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+WHATIF_STATE_DEGRADED = Counter(
+    "pooch_scorer_whatif_state_degraded_total",
+    "What-if drafts featurized with default state (online view missing or unavailable).",
+    ["reason"],
+)

@@ -1,0 +1,404 @@
+"""Models by version and status, served as immutable snapshots swapped atomically.
+
+One background thread (:class:`ModelsFeed`) owns the :class:`Catalog`: it seeds it from the
+Redis model cache (fast start; Redis empty or down is fine), then tails the ``models`` topic
+from the beginning (the record: statuses, activations, weights). Whenever what serves changes,
+it loads the needed models *first* and then replaces the registry's :class:`Snapshot` with one
+reference assignment. Scorers read ``registry.snapshot`` once per batch or request, so every
+batch is scored against one consistent state, a swap never waits for scoring and scoring never
+waits for a swap.
+
+Until the topic has been read to its end, the snapshot is *provisional* (what the Redis cache
+holds, statuses unknown); the stream waits for the synced snapshot before scoring, the what-if
+API answers from whatever is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import confluent_kafka
+import redis
+from confluent_kafka import TopicPartition
+
+from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact, ModelCache
+from libs.common.serde import SerdeError, serde
+from libs.common.topics import MODELS
+from services.scorer import metrics as m
+from services.scorer.catalog import Catalog
+from services.scorer.model import LoadedModel, ModelLoadError, load
+from services.scorer.routing import BASELINE, CHALLENGER, CHAMPION, Weights
+from services.scorer.settings import ScorerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything scoring needs, immutable: build a new one to change anything."""
+
+    generation: int
+    weights: Weights
+    # extractor_version -> arm -> model (champion always present when the extractor is served)
+    serving: Mapping[str, Mapping[str, LoadedModel]] = field(default_factory=dict)
+    # extractor_version -> why it has no model; other versions get ``default_reason``
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    default_reason: str = "no_model"
+    statuses: Mapping[str, str] = field(default_factory=dict)
+    synced: bool = False
+    source: str = "empty"  # empty | redis | topic
+
+    def resolve(self, extractor_version: str, arm: str) -> tuple[str, LoadedModel | None, str | None]:
+        """(arm that serves, model or None, fallback reason or None) for a routed record."""
+        if arm == BASELINE:
+            return BASELINE, None, None
+        models = self.serving.get(extractor_version)
+        if models is not None:
+            if arm == CHALLENGER:
+                challenger = models.get(CHALLENGER)
+                if challenger is not None:
+                    return CHALLENGER, challenger, None
+            return CHAMPION, models[CHAMPION], None
+        return CHAMPION, None, self.reasons.get(extractor_version, self.default_reason)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "synced": self.synced,
+            "source": self.source,
+            "weights": self.weights.as_dict(),
+            "serving": {
+                ev: {arm: mdl.version for arm, mdl in arms.items()} for ev, arms in self.serving.items()
+            },
+            "reasons": dict(self.reasons),
+            "statuses": dict(self.statuses),
+        }
+
+
+class Registry:
+    """Holds the current snapshot; only the feed thread (or a test) calls the mutating methods."""
+
+    def __init__(self, settings: ScorerSettings) -> None:
+        self.s = settings
+        self.catalog = Catalog()
+        self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.default_weights = Weights.of(settings.arm_weights)
+        self._snapshot = Snapshot(generation=0, weights=self.default_weights)
+        self._lock = threading.Lock()  # serialises writers; readers never take it
+        self.synced_event = threading.Event()
+        self.ready_event = threading.Event()  # a first snapshot from Redis or the topic exists
+        for arm, w in self.default_weights.as_dict().items():
+            m.ARM_WEIGHT.labels(arm).set(w)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # -- mutations (feed thread) -------------------------------------------------------------
+
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        return self.catalog.apply(event)
+
+    def _model(self, version: str) -> LoadedModel | None:
+        """The loaded model of a usable version, loading it now if needed; None if refused."""
+        model = self.loaded.get(version)
+        if model is not None:
+            self.loaded.move_to_end(version)
+            return model
+        art = self.catalog.artifacts[version]
+        try:
+            model = load(
+                art,
+                source=self.catalog.source.get(version, "topic"),
+                predict_threads=self.s.predict_threads,
+                probe=self.s.probe_on_load,
+            )
+        except (ArtifactIntegrityError, ModelLoadError) as exc:
+            reason = getattr(exc, "reason", "unloadable")
+            self.catalog.refuse(version, reason)
+            m.MODEL_REFUSED.labels(reason).inc()
+            log.error(
+                "model version refused; the last good version serves instead",
+                extra={"model_version": version, "reason": reason, "error": str(exc)[:500]},
+            )
+            return None
+        m.MODEL_LOAD_SECONDS.observe(model.load_seconds)
+        log.info(
+            "model loaded",
+            extra={
+                "model_version": version,
+                "extractor_version": model.extractor_version,
+                "seconds": round(model.load_seconds, 4),
+            },
+        )
+        self.loaded[version] = model
+        return model
+
+    def rebuild(self, *, synced: bool | None = None, source: str | None = None) -> Snapshot:
+        """Select, load what is selected, and swap in the new snapshot."""
+        with self._lock:
+            cat = self.catalog
+            serving: dict[str, dict[str, LoadedModel]] = {}
+            reasons: dict[str, str] = {}
+            for ev in cat.extractors():
+                arms: dict[str, LoadedModel] = {}
+                # Loading may refuse a version, which changes the selection: repeat until stable.
+                while True:
+                    champion = cat.champion(ev)
+                    model = self._model(champion) if champion else None
+                    if champion is None or model is not None:
+                        break
+                if model is not None:
+                    arms[CHAMPION] = model
+                    while True:
+                        challenger = cat.challenger(ev)
+                        cmodel = self._model(challenger) if challenger else None
+                        if challenger is None or cmodel is not None:
+                            break
+                    if cmodel is not None:
+                        arms[CHALLENGER] = cmodel
+                    serving[ev] = arms
+                else:
+                    reasons[ev] = cat.reason_without_model(ev)
+            old = self._snapshot
+            snap = Snapshot(
+                generation=old.generation + 1,
+                weights=Weights.of(cat.weights) if cat.weights else self.default_weights,
+                serving=serving,
+                reasons=reasons,
+                default_reason=cat.reason_without_model("\x00none"),
+                statuses={v: cat.status(v) for v in cat.artifacts},
+                synced=old.synced if synced is None else synced,
+                source=source or old.source,
+            )
+            self._evict(serving)
+            self._snapshot = snap  # the swap: one reference assignment
+            self._report(old, snap)
+            return snap
+
+    def _evict(self, serving: Mapping[str, Mapping[str, LoadedModel]]) -> None:
+        keep = {mdl.version for arms in serving.values() for mdl in arms.values()}
+        spare = [v for v in self.loaded if v not in keep]
+        for v in spare[: max(len(spare) - self.s.loaded_models_kept, 0)]:
+            del self.loaded[v]
+
+    def _report(self, old: Snapshot, new: Snapshot) -> None:
+        for ev in set(old.serving) | set(new.serving):
+            for arm in (CHAMPION, CHALLENGER):
+                before = old.serving.get(ev, {}).get(arm)
+                after = new.serving.get(ev, {}).get(arm)
+                if (before.version if before else None) == (after.version if after else None):
+                    continue
+                if before is not None:
+                    m.SERVING.labels(ev, arm, before.version).set(0)
+                if after is not None:
+                    m.SERVING.labels(ev, arm, after.version).set(1)
+                if old.generation > 0:
+                    m.MODEL_SWAPS.labels(ev, arm).inc()
+                log.info(
+                    "model swap",
+                    extra={
+                        "extractor_version": ev,
+                        "arm": arm,
+                        "from": before.version if before else None,
+                        "to": after.version if after else None,
+                        "generation": new.generation,
+                    },
+                )
+        counts: dict[str, int] = dict.fromkeys(("published", "paused", "retired", "refused"), 0)
+        for status in new.statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        for status, n in counts.items():
+            m.MODELS.labels(status).set(n)
+        for arm, w in new.weights.as_dict().items():
+            m.ARM_WEIGHT.labels(arm).set(w)
+        m.REGISTRY_GENERATION.set(new.generation)
+        if new.weights != old.weights:
+            log.info("arm weights changed", extra={"weights": new.weights.as_dict()})
+
+
+class ModelsFeed(threading.Thread):
+    """Seeds the registry from Redis, then keeps it current from the ``models`` topic."""
+
+    def __init__(self, settings: ScorerSettings, registry: Registry, *, redis_client: Any = None) -> None:
+        super().__init__(name="models-feed", daemon=True)
+        self.s = settings
+        self.registry = registry
+        self.topic = settings.topic(MODELS)
+        self._halt = threading.Event()
+        self._serde = serde("model_event")
+        client = redis_client or redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        self.cache = ModelCache(client, settings.topic_prefix, service="scorer")
+        self.error: BaseException | None = None
+        self.events_read = 0
+        self._redis_warned = False
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            if self.s.seed_from_redis:
+                self.seed()
+            self.tail()
+        except BaseException as exc:  # surfaced through liveness; the process restarts
+            self.error = exc
+            log.exception("models feed died")
+
+    # -- Redis seed --------------------------------------------------------------------------
+
+    def seed(self) -> int:
+        """Every model the Redis cache holds, as provisionally published (statuses unknown)."""
+        started = time.perf_counter()
+        try:
+            versions = self.cache.versions()
+            arts = [a for a in (self.cache.get(v) for v in versions) if a is not None]
+        except (redis.RedisError, ValueError, KeyError) as exc:
+            log.warning(
+                "Redis model cache unavailable; starting from the models topic", extra={"error": str(exc)}
+            )
+            return 0
+        for art in arts:
+            self.registry.catalog.publish(art, source="redis")
+        if arts:
+            self.registry.rebuild(source="redis")
+            self.registry.ready_event.set()
+        log.info(
+            "registry seeded from the Redis model cache",
+            extra={"models": len(arts), "seconds": round(time.perf_counter() - started, 4)},
+        )
+        return len(arts)
+
+    # -- the topic ---------------------------------------------------------------------------
+
+    def _consumer(self) -> confluent_kafka.Consumer:
+        consumer = confluent_kafka.Consumer(
+            self.s.kafka_config()
+            | {
+                "group.id": self.s.topic("scorer-models"),  # assigned, never commits
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 128 * 1024 * 1024,
+                "max.partition.fetch.bytes": 72 * 1024 * 1024,
+                "fetch.wait.max.ms": 50,
+                "client.id": "scorer-models",
+            }
+        )
+        return consumer
+
+    def _end_offsets(self, consumer: confluent_kafka.Consumer) -> dict[int, int] | None:
+        try:
+            meta = consumer.list_topics(self.topic, timeout=5)
+            topic = meta.topics[self.topic]
+            if topic.error is not None:
+                raise confluent_kafka.KafkaException(topic.error)
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
+                for p in sorted(topic.partitions)
+            }
+        except confluent_kafka.KafkaException as exc:
+            log.warning("models topic not readable yet; retrying", extra={"error": str(exc)})
+            return None
+
+    def tail(self) -> None:
+        consumer = self._consumer()
+        try:
+            ends = None
+            while ends is None and not self._halt.is_set():
+                ends = self._end_offsets(consumer)
+                if ends is None:
+                    self._halt.wait(1.0)
+            if ends is None:
+                return
+            consumer.assign([TopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in ends])
+            synced = False
+            new_versions: list[str] = []
+            while not self._halt.is_set():
+                changed = False
+                for msg in consumer.consume(200, 0.1):
+                    if msg.error() is not None:
+                        if msg.error().fatal():
+                            raise confluent_kafka.KafkaException(msg.error())
+                        continue
+                    changed |= self._apply(msg, new_versions)
+                if not synced:
+                    if self._caught_up(consumer, ends):
+                        synced = True
+                        gone = self.registry.catalog.forget_unconfirmed()
+                        if gone:
+                            log.warning(
+                                "cached models not on the models topic dropped", extra={"versions": gone}
+                            )
+                        self.registry.rebuild(synced=True, source="topic")
+                        self.registry.synced_event.set()
+                        self.registry.ready_event.set()
+                        m.REGISTRY_SYNCED.set(1)
+                        log.info(
+                            "registry synced with the models topic",
+                            extra={"events": self.events_read, **self.registry.snapshot.describe()},
+                        )
+                        self._write_back(list(self.registry.catalog.artifacts))
+                        new_versions.clear()
+                elif changed:
+                    self.registry.rebuild()
+                    if new_versions:
+                        self._write_back(new_versions)
+                        new_versions.clear()
+        finally:
+            consumer.close()
+
+    def _apply(self, msg: confluent_kafka.Message, new_versions: list[str]) -> bool:
+        try:
+            event = self._serde.decode(msg.value())
+        except SerdeError as exc:
+            log.error("undecodable model event skipped", extra={"offset": msg.offset(), "error": str(exc)})
+            m.REGISTRY_EVENTS.labels("undecodable").inc()
+            return False
+        self.events_read += 1
+        m.REGISTRY_EVENTS.labels(event.get("kind") or "unknown").inc()
+        try:
+            changed = self.registry.apply(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("model event not applicable", extra={"offset": msg.offset(), "error": str(exc)})
+            return False
+        if changed and event.get("kind") == "PUBLISHED":
+            new_versions.append(event["model_version"])
+        return changed
+
+    def _caught_up(self, consumer: confluent_kafka.Consumer, ends: dict[int, int]) -> bool:
+        positions = consumer.position([TopicPartition(self.topic, p) for p in ends])
+        return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions)
+
+    def _write_back(self, versions: list[str]) -> None:
+        """Best effort: the cache gets what the topic has and it lacks (verified first)."""
+        if not self.s.write_back_cache or not versions:
+            return
+        cat = self.registry.catalog
+        try:
+            missing = self.cache.missing([v for v in versions if v in cat.artifacts and v not in cat.refused])
+            for v in missing:
+                art: ModelArtifact = cat.artifacts[v]
+                try:
+                    art.model_text(service="scorer", source="topic")
+                except ArtifactIntegrityError:
+                    cat.refuse(v, "artifact_integrity")
+                    continue
+                self.cache.put(art)
+            if missing:
+                log.info("Redis model cache filled from the models topic", extra={"versions": missing})
+            self._redis_warned = False
+        except redis.RedisError as exc:
+            if not self._redis_warned:
+                log.warning("Redis model cache not written (down?)", extra={"error": str(exc)})
+                self._redis_warned = True

@@ -1,0 +1,108 @@
+"""The scorer process: the models feed, the stream and the what-if API, wired together.
+
+Threads: ``models-feed`` (registry), the HTTP server (uvicorn, its own event loop) and the main
+thread running the stream. ``POOCH_SCORER_ROLE`` runs the stream or the API alone (the API's
+latency then never shares the interpreter with the stream's batches).
+
+Probes: live while the feed thread runs and no shutdown was asked; ready once the registry has
+a first snapshot (a model, or the knowledge that only the baseline can serve) and, with the
+stream, the consumer group has assigned this process its partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+from libs.common.health import HealthServer, Probes
+from libs.common.lifecycle import Shutdown
+from services.scorer.registry import ModelsFeed, Registry
+from services.scorer.routing import Router
+from services.scorer.settings import ScorerSettings
+from services.scorer.stream import SERVICE, StreamScorer
+
+log = logging.getLogger(__name__)
+
+
+class ApiServer:
+    """uvicorn on a daemon thread (signals stay with the main thread's Shutdown)."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", workers=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def main(settings: ScorerSettings | None = None) -> None:
+    from libs.common.logs import configure_logging
+
+    started = time.monotonic()
+    settings = settings or ScorerSettings()
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    # The stream holds the GIL for whole batches; a short switch interval lets the API thread in.
+    sys.setswitchinterval(0.001)
+    shutdown = Shutdown().install_signal_handlers()
+    registry = Registry(settings)
+    feed = ModelsFeed(settings, registry)
+    feed.start()
+    router = Router(settings.routing_salt)
+    with_stream = settings.role in ("all", "stream")
+    with_api = settings.role in ("all", "whatif")
+    stream = StreamScorer(settings, registry, router) if with_stream else None
+
+    probes = Probes(SERVICE)
+    probes.live("loop", lambda: not shutdown.is_set())
+    probes.live("models_feed", lambda: feed.is_alive() and feed.error is None)
+    probes.ready("models_loaded", registry.ready_event.is_set)
+    if stream is not None:
+        probes.ready("partitions_assigned", stream.assigned_once.is_set)
+
+    server: ApiServer | HealthServer
+    if with_api:
+        from services.scorer.http_api import create_app
+        from services.scorer.whatif import WhatIf
+
+        app = create_app(WhatIf(settings, registry, router), registry, probes)
+        server = ApiServer(app, settings.host, settings.port).start()
+    else:
+        server = HealthServer(probes, settings.port).start()
+    log.info(
+        "scorer started",
+        extra={"role": settings.role, "instance_id": settings.instance_id, "port": settings.port},
+    )
+    try:
+        if stream is not None:
+            if not registry.synced_event.wait(settings.registry_sync_timeout_s):
+                log.warning(
+                    "models topic not read to its end in time; scoring with what the registry has",
+                    extra={"snapshot": registry.snapshot.describe()},
+                )
+            if registry.snapshot.generation == 0:  # nothing at all: the baseline is the fallback
+                registry.ready_event.set()
+            stream.run(shutdown)
+        else:
+            while not shutdown.wait(1.0):
+                if feed.error is not None:
+                    break
+    finally:
+        feed.stop()
+        server.stop()
+        feed.join(5)
+        log.info(
+            "scorer stopped",
+            extra={"reason": shutdown.reason, "uptime_s": round(time.monotonic() - started, 1)},
+        )

@@ -1,0 +1,91 @@
+"""Scorer settings (``POOCH_SCORER_*``; the common ones keep their ``POOCH_*`` names)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from libs.common.features.extractors import LIVE_VERSION
+from libs.common.settings import CommonSettings
+
+ARMS = ("champion", "challenger", "baseline")
+
+
+class ScorerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="POOCH_SCORER_", frozen=True, extra="ignore")
+
+    role: Literal["all", "stream", "whatif"] = Field(
+        "all",
+        description="all: the stream and the what-if API in one process; stream or whatif alone "
+        "(separate processes keep the API's latency free of the stream's batches).",
+    )
+    port: int = Field(8004, description="HTTP: POST /v1/predict, /healthz, /readyz, /metrics.")
+    host: str = Field("0.0.0.0", description="Address the HTTP API binds.")
+    instance_id: str = Field(
+        "0",
+        description="Distinguishes scorer processes: transactional.id = <prefix>scorer-<instance_id>. "
+        "Stable per instance, so a restarted one fences its predecessor at once.",
+    )
+    group_id: str = Field("scorer", description="Consumer group sharing the features partitions.")
+
+    # -- the stream --
+    batch_size: int = Field(5000, ge=1, description="Most features records scored per transaction.")
+    poll_timeout_s: float = Field(0.1, gt=0, description="Wait for the first record of a batch.")
+    transaction_timeout_s: float = Field(30.0, gt=0)
+    registry_sync_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long the stream waits for the models topic to be read to its end before "
+        "scoring with what it has (the Redis seed, or the historical baseline).",
+    )
+
+    # -- experiment arms --
+    arm_weights: dict[str, float] = Field(
+        default_factory=lambda: {"champion": 1.0, "challenger": 0.0, "baseline": 0.0},
+        description="Traffic per arm until an ACTIVATED record says otherwise, as JSON: "
+        '\'{"champion":0.8,"challenger":0.1,"baseline":0.1}\'.',
+    )
+    routing_salt: str = Field(
+        "pooch-arms-v1", description="Salt of the stable dog_id hash; changing it reshuffles every dog."
+    )
+
+    # -- models --
+    predict_threads: int = Field(1, ge=1, description="LightGBM threads per predict call.")
+    probe_on_load: bool = Field(
+        True,
+        description="Predict one row when a model is loaded; a model that cannot is refused and the "
+        "last good version serves instead.",
+    )
+    loaded_models_kept: int = Field(8, ge=1, description="Parsed models kept in memory beyond those serving.")
+    seed_from_redis: bool = Field(True, description="Seed the registry from the Redis model cache at start.")
+    write_back_cache: bool = Field(
+        True, description="Put models read from the topic that the Redis cache lacks into it (best effort)."
+    )
+    redis_timeout_s: float = Field(1.0, gt=0, description="Socket timeout of the registry's Redis calls.")
+
+    # -- what-if --
+    whatif_extractor_version: str = Field(
+        LIVE_VERSION, description="Extractor version the what-if API featurizes drafts with by default."
+    )
+    whatif_deadline_ms: float = Field(
+        25.0, gt=0, description="Per-request deadline: past it, the answer is the fallback, never late."
+    )
+    whatif_state_budget: float = Field(
+        0.6, gt=0, le=1, description="Share of the deadline the online-view read may take."
+    )
+
+    @field_validator("arm_weights")
+    @classmethod
+    def _known_arms(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(ARMS)
+        if unknown:
+            raise ValueError(f"unknown arms {sorted(unknown)}; known: {', '.join(ARMS)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("arm weights must be >= 0 with a positive sum")
+        return v
+
+    @property
+    def transactional_id(self) -> str:
+        return self.topic(f"scorer-{self.instance_id}")
