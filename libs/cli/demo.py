@@ -41,9 +41,9 @@ def demo_environment(prefix: str, config: SimConfig) -> dict[str, str]:
         "POOCH_FEATURIZER_LATENESS_MS": str(config.max_jitter_ms),
         "POOCH_FEATURIZER_IDLE_FLUSH_MS": "3000",
         "POOCH_FEATURIZER_VERSIONS": '["v1","v2"]',
-        "POOCH_TRAINER_MIN_INSTANCES": "300",
-        "POOCH_TRAINER_RETRAIN_EVERY": "500",
-        "POOCH_TRAINER_RETRAIN_SECONDS": "20",
+        "POOCH_TRAINER_MIN_INSTANCES": "150",
+        "POOCH_TRAINER_RETRAIN_EVERY": "400",
+        "POOCH_TRAINER_RETRAIN_INTERVAL_S": "20",
     }
 
 

@@ -10,6 +10,7 @@ from libs.cli.featurizer import featurizer_app
 from libs.cli.simulate import simulate
 from libs.cli.stack import stack_app
 from libs.cli.topics import topics_app
+from libs.cli.trainer import trainer_app
 
 app = typer.Typer(
     name="pooch",
@@ -23,6 +24,7 @@ app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("collector")(collector)
 app.add_typer(featurizer_app, name="featurizer")
+app.add_typer(trainer_app, name="trainer")
 
 
 if __name__ == "__main__":
