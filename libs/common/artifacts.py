@@ -30,7 +30,6 @@ import json
 import logging
 import lzma
 import time
-import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -405,57 +404,18 @@ def read_model_events(settings: Any, *, timeout: float = 60.0) -> Iterator[tuple
 
     Undecodable records are logged and skipped (they are never a model anyone may use).
     """
-    import confluent_kafka
-    from confluent_kafka import TopicPartition
-
+    from libs.common.kafka.reader import iter_topic
     from libs.common.serde import SerdeError, serde
     from libs.common.topics import MODELS
 
-    topic = settings.topic(MODELS)
-    consumer = confluent_kafka.Consumer(
-        settings.kafka_config()
-        | {
-            "group.id": f"models-reader-{uuid.uuid4().hex[:8]}",  # never commits
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-        }
-    )
     model_serde = serde("model_event")
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if meta.topics[topic].error is not None:
-            raise RuntimeError(f"topic {topic}: {meta.topics[topic].error}")
-        partitions = sorted(meta.topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        position = dict.fromkeys(partitions, 0)
-        deadline = time.monotonic() + timeout
-        while any(position[p] < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end within {timeout}s ({position} of {ends})")
-            for msg in consumer.consume(500, 0.5):
-                if msg.error() is not None:
-                    if msg.error().fatal():
-                        raise confluent_kafka.KafkaException(msg.error())
-                    continue
-                if msg.offset() >= ends[msg.partition()]:
-                    continue
-                try:
-                    yield msg.offset(), model_serde.decode(msg.value())
-                except SerdeError as exc:
-                    log.error(
-                        "undecodable record on models skipped",
-                        extra={"offset": msg.offset(), "error": str(exc)},
-                    )
-            for tp in consumer.position([TopicPartition(topic, p) for p in partitions]):
-                if tp.offset >= 0:
-                    position[tp.partition] = tp.offset
-    finally:
-        consumer.close()
+    for msg in iter_topic(settings, settings.topic(MODELS), timeout=timeout):
+        try:
+            yield msg.offset(), model_serde.decode(msg.value())
+        except SerdeError as exc:
+            log.error(
+                "undecodable record on models skipped", extra={"offset": msg.offset(), "error": str(exc)}
+            )
 
 
 def rebuild_cache(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
@@ -16,6 +17,13 @@ def read_topic(
     settings: CommonSettings, topic: str, *, timeout: float = 30.0
 ) -> list[confluent_kafka.Message]:
     """Every committed message on ``topic`` (already prefixed), up to its end as of the call."""
+    return list(iter_topic(settings, topic, timeout=timeout))
+
+
+def iter_topic(
+    settings: CommonSettings, topic: str, *, timeout: float = 30.0
+) -> Iterator[confluent_kafka.Message]:
+    """The same, one message at a time (for topics too big to hold, like ``models``)."""
     consumer = confluent_kafka.Consumer(
         settings.kafka_config()
         | {
@@ -36,18 +44,23 @@ def read_topic(
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
         }
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        out: list[confluent_kafka.Message] = []
         position = dict.fromkeys(partitions, 0)
         deadline = time.monotonic() + timeout
         while any(position[p] < ends[p] for p in partitions):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: read {len(out)} messages, positions {position}, ends {ends}")
-            out.extend(m for m in consumer.consume(1000, 0.5) if m.error() is None)
+                raise TimeoutError(f"{topic}: not read to its end within {timeout}s ({position} of {ends})")
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise confluent_kafka.KafkaException(err)
+                    continue
+                if msg.offset() < ends[msg.partition()]:  # written after the call: not ours
+                    yield msg
             # The position moves past transaction markers and aborted records, which are
             # never returned but take offsets.
             for tp in consumer.position([TopicPartition(topic, p) for p in partitions]):
                 if tp.offset >= 0:
                     position[tp.partition] = tp.offset
-        return out
     finally:
         consumer.close()
