@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from libs.common.features.extractors import extractor
 from libs.common.kafka.producer import Producer
+from libs.common.kafka.replay import ReplayReader
 from libs.common.serde import SerdeError, serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import INSTANCES, LIKES, PUPDATES
 from services.featurizer.engine import FeatureEngine
 from services.featurizer.outputs import encode_instance
-from services.featurizer.replica import ReplicaReader
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def backfill(
     ex = extractor(version)
     engine = FeatureEngine([ex], horizon_ms=horizon_ms)
     pupdates_topic, likes_topic = settings.topic(PUPDATES), settings.topic(LIKES)
-    reader = ReplicaReader(settings, [pupdates_topic, likes_topic], name=f"backfill-{version}")
+    reader = ReplayReader(settings, [pupdates_topic, likes_topic], name=f"backfill-{version}")
     producer = Producer(settings, name=f"backfill-{version}")
     pupdate_serde, like_serde = serde("pupdate"), serde("like")
     started = time.monotonic()
@@ -71,7 +71,7 @@ def backfill(
             facts += len(batch)
             if progress:
                 progress(facts, engine.counters.pupdates)
-            if not batch and all(reader.caught_up().values()):
+            if not batch and not any(reader.lag().values()):
                 break
         # Everything is in: release it all; horizons that closed by the newest fact mature.
         _features, released = engine.advance(newest + 1)

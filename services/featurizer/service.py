@@ -22,6 +22,7 @@ from libs.common.features.extractors import extractor
 from libs.common.features.online_view import OnlineView
 from libs.common.health import HealthServer, Probes
 from libs.common.kafka.producer import Producer
+from libs.common.kafka.replay import ReplayReader
 from libs.common.lifecycle import Shutdown
 from libs.common.metrics import LoopMetrics
 from libs.common.serde import SerdeError, serde
@@ -30,7 +31,6 @@ from services.featurizer import metrics as m
 from services.featurizer.engine import FeatureEngine, FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
 from services.featurizer.ownership import NEVER, Ownership, Progress
-from services.featurizer.replica import ReplicaReader
 from services.featurizer.settings import FeaturizerSettings
 from services.featurizer.watermark import Watermark
 
@@ -65,7 +65,7 @@ class Featurizer:
         self.producer = Producer(settings, name=SERVICE, transactional_id=f"{SERVICE}-{settings.instance_id}")
         self.producer.init_transactions(30)
         self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
-        self.replica = ReplicaReader(settings, [self.topics[PUPDATES], self.topics[LIKES]], name=SERVICE)
+        self.replica = ReplayReader(settings, [self.topics[PUPDATES], self.topics[LIKES]], name=SERVICE)
         self.ownership = Ownership(
             settings, topic=self.topics[PUPDATES], group_id=settings.topic(settings.group_id), name=SERVICE
         )
@@ -111,7 +111,7 @@ class Featurizer:
     # -- releasing ---------------------------------------------------------------------------
 
     def release(self) -> int:
-        backlog = self.replica.backlog()
+        backlog = self.replica.lag()
         for key, behind in backlog.items():
             self.watermark.set_caught_up(key, behind == 0)
         self.metrics.set_lag(backlog)

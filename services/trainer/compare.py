@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from libs.common.features.extractors import CATEGORICAL, EXTRACTORS
+from libs.common.kafka.replay import ReplayReader
 from libs.common.serde import SerdeError, serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import INSTANCES
-from services.trainer.reader import ReplayReader
 from services.trainer.train import Candidate, TrainParams, train
 from services.trainer.window import BadInstance, Snapshot, Windows
 

@@ -26,6 +26,7 @@ from libs.common.artifacts import ModelArtifact, ModelCache, build_artifact
 from libs.common.deadletters import DeadLetters
 from libs.common.features.extractors import CATEGORICAL, EXTRACTORS
 from libs.common.kafka.producer import Producer
+from libs.common.kafka.replay import ReplayReader
 from libs.common.lifecycle import Shutdown
 from libs.common.metrics import LoopMetrics
 from libs.common.serde import SerdeError, serde
@@ -33,7 +34,6 @@ from libs.common.topics import INSTANCES, MODELS
 from services.trainer import metrics as m
 from services.trainer.election import LeaderElection
 from services.trainer.publisher import FencedError, Publisher, cache_put
-from services.trainer.reader import ReplayReader
 from services.trainer.registry import Registry
 from services.trainer.settings import TrainerSettings
 from services.trainer.train import Champion, NotEnoughData, train

@@ -1,9 +1,9 @@
-"""Reads every partition of ``instances`` and ``models`` from the beginning, without a group.
+"""Reads every partition of some topics from the beginning, without a consumer group.
 
-Every replica needs the whole window (one model per extractor_version learns from all
-partitions), so partitions are assigned, not shared by a consumer group, and nothing is
-committed: the window is rebuilt by replaying the topics at every start. "Rebuilt" means read
-up to the end offsets the topics had when the reader started.
+For state every process needs whole, rebuilt by replaying the topics at every start: the
+featurizer's engine (a hashtag's likes span all partitions) and the trainer's window (one model
+learns from all partitions). Partitions are assigned, not shared, and nothing is committed.
+"Rebuilt" means read up to the end offsets the topics had when the reader started.
 """
 
 from __future__ import annotations
@@ -111,6 +111,12 @@ class ReplayReader:
         return True
 
     def lag(self) -> dict[tuple[str, int], int]:
+        """Per partition: committed messages not read yet (0 = caught up).
+
+        The consumer's position (unlike the last offset read) moves past transaction markers,
+        so it reaches the high watermark on topics written transactionally. Watermarks come
+        from the fetch responses librdkafka already has, asked for only while still unknown.
+        """
         out = {}
         positions = self._consumer.position(
             [TopicPartition(tp.topic, tp.partition) for tp in self.partitions]
@@ -118,8 +124,9 @@ class ReplayReader:
         for tp in positions:
             got = self._consumer.get_watermark_offsets(tp, cached=True)
             high = got[1] if got else -1
-            if high >= 0:
-                out[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+            if high < 0:
+                high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+            out[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
         return out
 
     def close(self) -> None:
