@@ -15,6 +15,7 @@ from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
 from libs.sniffable import SimConfig, Simulation
+from libs.stack.processes import free_port
 from services.featurizer.backfill import backfill
 
 from .feature_reference import reference
@@ -199,20 +200,21 @@ def _owned_partitions(port: int) -> float:
 
 def test_two_workers_share_the_partitions_and_survive_one_dying(simulated):
     settings, pupdates, likes = simulated
-    first = _start(settings, instance="a", versions='["v1"]', port=18102)
-    second = _start(settings, instance="b", versions='["v1"]', port=18103)
+    port_a, port_b = free_port(), free_port()
+    first = _start(settings, instance="a", versions='["v1"]', port=port_a)
+    second = _start(settings, instance="b", versions='["v1"]', port=port_b)
     try:
         # The group splits the pupdates partitions between the two before one of them dies.
         wait_for(
-            lambda: _try(_owned_partitions, 18102) > 0 and _try(_owned_partitions, 18103) > 0,
+            lambda: _try(_owned_partitions, port_a) > 0 and _try(_owned_partitions, port_b) > 0,
             timeout=60,
             what="both workers owning partitions",
         )
-        assert _owned_partitions(18102) + _owned_partitions(18103) == 3
+        assert _owned_partitions(port_a) + _owned_partitions(port_b) == 3
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         wait_for(
-            lambda: _try(_owned_partitions, 18103) == 3, timeout=60, what="the survivor owning everything"
+            lambda: _try(_owned_partitions, port_b) == 3, timeout=60, what="the survivor owning everything"
         )
         _wait_complete(settings, pupdates, likes, versions=("v1",))
     finally:
@@ -272,17 +274,18 @@ def test_bad_facts_are_dead_lettered_and_the_featurizer_keeps_going(topics):
     producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(good), key="p-good")
     producer.flush(30)
 
-    proc = _start(settings, versions='["v1"]', port=18104)
+    port = free_port()
+    proc = _start(settings, versions='["v1"]', port=port)
     try:
         wait_for(
-            lambda: _try(lambda: httpx.get("http://127.0.0.1:18104/readyz", timeout=1).status_code == 200),
+            lambda: _try(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200),
             timeout=60,
             what="ready after rebuilding",
         )
         wait_for(
             lambda: len(read_all(settings, settings.topic(FEATURES))) == 1, timeout=60, what="the good one"
         )
-        metrics = httpx.get("http://127.0.0.1:18104/metrics", timeout=2).text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     finally:
         _stop(proc)
     letters = [
