@@ -113,30 +113,40 @@ class FeatureDecoder:
         return s
 
     def _add_fast(self, batch: FeatureBatch, data: bytes) -> None:
+        # Lengths under 64 take one varint byte: read inline (a call costs more than the work).
         pos = _HEADER_LEN
         # pupdate_id
-        n, pos = _read_long(data, pos)
+        b = data[pos]
+        n, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else _read_long(data, pos)
         key = data[pos : pos + n]
         pos += n
         # dog_id
-        n2, pos = _read_long(data, pos)
+        b = data[pos]
+        n2, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else _read_long(data, pos)
         dog = data[pos : pos + n2]
         pos += n2
         # country: ["null", "string"]
-        branch, pos = _read_long(data, pos)
+        branch = data[pos]
+        pos += 1
         n3 = 0
-        if branch == 1:
-            n3, pos = _read_long(data, pos)
+        if branch == 2:
+            b = data[pos]
+            n3, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else _read_long(data, pos)
             pos += n3
         elif branch != 0:
             raise NotFastPath
         if n < 0 or n2 < 0 or n3 < 0:
             raise NotFastPath
         head = data[_HEADER_LEN:pos]
-        # valid UTF-8, as fastavro would insist (the strings are copied into the prediction)
-        key.decode(), dog.decode(), data[pos - n3 : pos].decode()
+        # Valid UTF-8, as fastavro insists (the strings are copied into the prediction). With
+        # short strings the length bytes are ASCII too and one check covers all three.
+        try:
+            head.decode()
+        except UnicodeDecodeError:
+            key.decode(), dog.decode(), data[pos - n3 : pos].decode()
         # extractor_version
-        n, pos = _read_long(data, pos)
+        b = data[pos]
+        n, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else _read_long(data, pos)
         if n < 0:
             raise NotFastPath
         ev = self._string(data[pos : pos + n])

@@ -85,19 +85,25 @@ def main(settings: ScorerSettings | None = None) -> None:
         extra={"role": settings.role, "instance_id": settings.instance_id, "port": settings.port},
     )
     try:
-        if stream is not None:
-            if not registry.synced_event.wait(settings.registry_sync_timeout_s):
-                log.warning(
-                    "models topic not read to its end in time; scoring with what the registry has",
-                    extra={"snapshot": registry.snapshot.describe()},
-                )
-            if registry.snapshot.generation == 0:  # nothing at all: the baseline is the fallback
-                registry.ready_event.set()
+        until = time.monotonic() + settings.registry_sync_timeout_s
+        while not registry.synced_event.wait(0.2) and not shutdown.is_set() and time.monotonic() < until:
+            pass
+        if not registry.synced_event.is_set() and not shutdown.is_set():
+            log.warning(
+                "models topic not read to its end in time; serving what the registry has "
+                "(the historical baseline when nothing)",
+                extra={"snapshot": registry.snapshot.describe()},
+            )
+        registry.ready_event.set()  # a model, or the fallback, is what serves from now on
+        if stream is not None and not shutdown.is_set():
             stream.run(shutdown)
         else:
             while not shutdown.wait(1.0):
                 if feed.error is not None:
                     break
+    except Exception:
+        log.exception("scorer failed; exiting for a restart")
+        raise
     finally:
         feed.stop()
         server.stop()

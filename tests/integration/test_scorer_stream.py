@@ -12,9 +12,12 @@ import pytest
 import redis
 
 from libs.common.artifacts import ModelCache
+from libs.common.kafka.producer import Producer
+from libs.common.serde import serde
+from libs.common.topics import DEADLETTERS, FEATURES
 from services.scorer.fixtures import make_artifact, model_event, publish_events, train_model_text
 
-from .kafkautil import wait_for
+from .kafkautil import read_all, wait_for
 from .test_scorer_support import (
     Feeder,
     RedisServer,
@@ -122,6 +125,10 @@ def test_unknown_extractor_unloadable_and_negative_models_are_contained(topics, 
     publish_events(topics, [models["a"].to_event()])
     scorer = ScorerProcess(topics, tmp_path).wait_ready()
     feeder = Feeder(topics, rate=2000, extractor_for=lambda i: "v9" if i % 10 == 0 else "v1")
+    garbage = Producer(topics, name="garbage")
+    for i in range(5):  # not feature vectors at all: dead letters, in the same transactions
+        garbage.produce(topics.topic(FEATURES), b"\xc3\x01 not a feature vector", key=f"junk-{i}")
+    garbage.flush(10)
     feeder.start()
     try:
         wait_for(lambda: _count(topics) >= 500, timeout=60, interval=0.2, what="first predictions")
@@ -140,7 +147,10 @@ def test_unknown_extractor_unloadable_and_negative_models_are_contained(topics, 
         assert scorer.proc.poll() is None, "the scorer died"
     finally:
         scorer.stop()
-    assert_exactly_one_valid(preds, ids)
+    assert_exactly_one_valid(preds, ids)  # the junk got no prediction ...
+    dead = [serde("dead_letter").decode(m.value()) for m in read_all(topics, topics.topic(DEADLETTERS))]
+    assert sorted(d["key"] for d in dead) == [f"junk-{i}".encode() for i in range(5)]  # ... but a dead letter
+    assert {(d["service"], d["source_topic"]) for d in dead} == {("scorer", topics.topic(FEATURES))}
     v9 = [p for p in preds if p["extractor_version"] == "v9"]
     assert v9 and all(p["fallback_reason"] == "extractor_mismatch" for p in v9)
     v1 = [p for p in preds if p["extractor_version"] == "v1"]

@@ -74,7 +74,7 @@ def _decoded(batch: FeatureBatch, i: int = 0) -> dict:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(records)
 def test_fast_decode_equals_fastavro(rec):
     data = FV.encode(rec)
