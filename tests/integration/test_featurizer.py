@@ -13,55 +13,25 @@ import pytest
 
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
-from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
-from libs.sniffable import SimConfig, Simulation
+from libs.common.topics import FEATURES, INSTANCES, PUPDATES
+from libs.sniffable import SimConfig
 from libs.stack.processes import free_port
 from services.featurizer.backfill import backfill
 
 from .feature_reference import reference
 from .kafkautil import read_all, wait_for
+from .simworld import START_MS, facts_from_simulation
 
 REPO = Path(__file__).resolve().parents[2]
 HORIZON_MS = 6 * 3600 * 1000  # simulated hours; plenty of horizons close within the run
-START_MS = 1_795_000_000_000
 # The simulation delays a share of likes by up to this much event time (a phone offline, a
 # retry); the featurizer's allowed lateness must cover it, or such likes count as late.
 SIM_MAX_JITTER_MS = SimConfig(seed=0).max_jitter_ms
 
 
-def _facts_from_simulation(settings, n_events: int, seed: int):
-    """Good simulated events as the collector would write them, on the facts topics."""
-    sim = Simulation(SimConfig(seed=seed, start_ms=START_MS, max_events=n_events, bad_share=0.0))
-    producer = Producer(settings, name="sim-facts")
-    pupdates, likes = [], []
-    for ev in sim.events():
-        payload = {k: v for k, v in ev.json_payload.items() if k != "schema_version"}
-        if ev.kind == "pupdate":
-            if payload.get("dog") is None:  # app 1.x: the collector fills the profile it knows
-                dog = sim.world.dog(payload["dog_id"])
-                payload["dog"] = {"breed": dog.breed_entered, "size": dog.size, "age_months": None}
-            fact = {
-                "caption": None,
-                "photo_filter": None,
-                "country": None,
-                **payload,
-                "raw_schema": "",
-                "collected_at": ev.event_time_ms,
-            }
-            fact["dog"].setdefault("age_months", None)
-            pupdates.append(fact)
-            producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(fact), key=fact["pupdate_id"])
-        elif ev.kind == "like":
-            fact = {"app_version": "unknown", **payload, "collected_at": ev.event_time_ms}
-            likes.append(fact)
-            producer.produce(settings.topic(LIKES), serde("like").encode(fact), key=fact["pupdate_id"])
-    producer.flush(60)
-    return pupdates, likes
-
-
 @pytest.fixture
 def simulated(topics):
-    pupdates, likes = _facts_from_simulation(topics, 160_000, seed=20261127)
+    pupdates, likes = facts_from_simulation(topics, 160_000, seed=20261127)
     assert len(pupdates) >= 5000, f"only {len(pupdates)} pupdates simulated"
     return topics, pupdates, likes
 
