@@ -1,0 +1,225 @@
+"""``pooch models list|pause|resume|activate`` and ``pooch experiments``: the supervisor's HTTP API.
+
+Reading needs nothing; changing needs the operator token (``--token`` or
+``POOCH_SUPERVISOR_OPERATOR_TOKEN``). The supervisor is found at ``--url`` or
+``POOCH_SUPERVISOR_URL`` (default ``http://127.0.0.1:8005``).
+
+Register in ``libs/cli/main.py``::
+
+    from libs.cli.models import experiments, models_app
+    app.add_typer(models_app, name="models")
+    app.command("experiments")(experiments)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from libs.cli.output import console, fail
+
+DEFAULT_URL = "http://127.0.0.1:8005"
+
+models_app = typer.Typer(
+    help="Model versions under supervision: list them; pause, resume or activate one (operator token).",
+    no_args_is_help=True,
+)
+
+URL = typer.Option(DEFAULT_URL, "--url", envvar="POOCH_SUPERVISOR_URL", help="The supervisor's HTTP API.")
+TOKEN = typer.Option(
+    None,
+    "--token",
+    envvar="POOCH_SUPERVISOR_OPERATOR_TOKEN",
+    help="Operator token (Authorization: Bearer); needed to change anything.",
+    show_default=False,
+)
+REASON = typer.Option(None, "--reason", "-r", help="Why, in words people will read on the models topic.")
+ACTOR = typer.Option(None, "--actor", help="Who decides (recorded as operator:<actor>).")
+JSON = typer.Option(False, "--json", help="Print the API's JSON instead of a table.")
+TIMEOUT = 15.0
+
+
+def _request(method: str, url: str, path: str, *, token: str | None = None, body: Any = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, json=body, headers=headers, timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        fail(
+            f"the supervisor at {url} does not answer: {exc}",
+            hint="is it running? `pooch stack status` tells",
+        )
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"detail": response.text[:500]}
+    if response.status_code == 401:
+        fail(
+            f"{response.status_code}: {data.get('detail')}",
+            hint="pass --token or set POOCH_SUPERVISOR_OPERATOR_TOKEN",
+        )
+    if response.status_code >= 400:
+        fail(f"{response.status_code} {data.get('error', '')}: {data.get('detail')}")
+    return data
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+@models_app.command("list")
+def list_models(url: str = URL, as_json: bool = JSON) -> None:
+    """Every version: status, roles, health and why."""
+    data = _request("GET", url, "/v1/models")
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title=f"Model versions at {url}")
+    for col in (
+        "version",
+        "extractor",
+        "status",
+        "roles",
+        "health",
+        "predictions",
+        "invalid",
+        "error/baseline",
+        "why",
+    ):
+        table.add_column(col, overflow="fold")
+    for v in data.get("versions", []):
+        w = (v.get("window") or {}).get("all", {})
+        table.add_row(
+            v["model_version"],
+            v["extractor_version"],
+            v["status"],
+            ", ".join(v.get("roles") or []) or "-",
+            v["health"],
+            _fmt(w.get("predictions")),
+            _fmt(w.get("invalid_rate")),
+            _fmt(w.get("error_ratio")),
+            v.get("why", ""),
+        )
+    console.print(table)
+    if data.get("weights"):
+        console.print(f"arm weights: {data['weights']}")
+
+
+def _operate(
+    action: str, version: str, url: str, token: str | None, reason: str | None, actor: str | None, **body: Any
+) -> None:
+    if not token:
+        fail(f"{action} needs the operator token", hint="pass --token or set POOCH_SUPERVISOR_OPERATOR_TOKEN")
+    payload = {k: v for k, v in ({"reason": reason, "actor": actor} | body).items() if v is not None}
+    data = _request("POST", url, f"/v1/models/{version}/{action}", token=token, body=payload)
+    for e in data.get("written", []):
+        console.print(f"[green]{e['kind']}[/green] {e['model_version']} ({e['event_id']}): {e['reason']}")
+    now = data.get("now") or {}
+    console.print(f"{now.get('model_version')} is now {now.get('status')} {now.get('roles') or ''}")
+
+
+@models_app.command()
+def pause(
+    version: str = typer.Argument(..., help="The model version to stop serving."),
+    url: str = URL,
+    token: str | None = TOKEN,
+    reason: str | None = REASON,
+    actor: str | None = ACTOR,
+    fallback: bool = typer.Option(
+        False,
+        help="Also put the last good version back as champion when this one was the activated champion.",
+    ),
+) -> None:
+    """Pause a version: the scorer stops serving it within a second."""
+    _operate("pause", version, url, token, reason, actor, fallback=fallback or None)
+
+
+@models_app.command()
+def resume(
+    version: str = typer.Argument(..., help="The paused model version to serve again."),
+    url: str = URL,
+    token: str | None = TOKEN,
+    reason: str | None = REASON,
+    actor: str | None = ACTOR,
+) -> None:
+    """Resume a paused version (the policies judge it on new evidence from now on)."""
+    _operate("resume", version, url, token, reason, actor)
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        arm, sep, value = part.partition("=")
+        if not sep:
+            fail(
+                f"--weights wants arm=weight pairs, got {part!r}",
+                hint="--weights champion=0.8,challenger=0.2",
+            )
+        try:
+            out[arm.strip()] = float(value)
+        except ValueError:
+            fail(f"--weights: {value!r} is not a number")
+    return out
+
+
+@models_app.command()
+def activate(
+    version: str = typer.Argument(..., help="The model version to serve on an arm."),
+    arm: str = typer.Option("champion", help="champion or challenger."),
+    weights: str | None = typer.Option(
+        None, help="Arm weights to set with it, e.g. champion=0.8,challenger=0.1,baseline=0.1."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+    reason: str | None = REASON,
+    actor: str | None = ACTOR,
+) -> None:
+    """Activate a version on an arm (promote it to champion, or start it as the challenger)."""
+    _operate("activate", version, url, token, reason, actor, arm=arm, arm_weights=_weights(weights))
+
+
+def experiments(url: str = URL, as_json: bool = JSON) -> None:
+    """The experiments: per arm, pupdates and realised likes per pupdate with confidence intervals."""
+    data = _request("GET", url, "/v1/experiments")
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    pct = f"{data.get('confidence', 0.95):.0%}"
+    for exp in data.get("experiments", []):
+        table = Table(
+            title=f"Experiment on {exp['extractor_version']} since {exp['started_at']} ms "
+            f"(champion {exp['champion']}, challenger {exp['challenger'] or '-'})"
+        )
+        for col in ("arm", "pupdates", "labelled", "likes/pupdate", f"{pct} CI", "vs champion", "MAE"):
+            table.add_column(col)
+        for arm, a in exp["arms"].items():
+            cmp = (exp.get("vs_champion") or {}).get(arm)
+            diff = (
+                f"{cmp['difference']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]"
+                if isinstance(cmp, dict)
+                else "-"
+            )
+            ci = f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a["ci_low"] is not None else "-"
+            table.add_row(
+                arm,
+                str(a["pupdates"]),
+                str(a["labelled"]),
+                _fmt(a["likes_per_pupdate"]),
+                ci,
+                diff,
+                _fmt(a["mae"]),
+            )
+        console.print(table)
+        console.print(f"verdict: {exp['verdict']}")
+    if not data.get("experiments"):
+        console.print("no predictions yet")
+    console.print(f"[dim]{data.get('method', '')}[/dim]")

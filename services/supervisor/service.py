@@ -1,0 +1,507 @@
+"""The supervisor process: reads ``models``, ``predictions`` and ``instances``; writes decisions.
+
+Start-up, every time (there is no local state to lose):
+
+1. the policy file is loaded (an invalid one stops the process with the reason);
+2. the decision producer initialises its transactions (``transactional.id`` =
+   ``<prefix>supervisor``): a previous instance that is still alive is fenced from then on;
+3. ``models`` is read from the beginning to its end: every version, status and decision, so
+   what was decided before is known before anything is judged;
+4. ``predictions`` and ``instances`` are read from the earliest of (the current experiments'
+   starts, now - live window - label window - label horizon), never further back than
+   ``rebuild_max_lookback_s``, up to the end offsets they had at start: the windows, joins and
+   experiments are rebuilt, and only then are policies evaluated (``/readyz`` turns 200);
+5. from then on it follows all three topics; policies are evaluated every
+   ``evaluate_interval_s`` and decisions written at once.
+
+Nothing is committed: the topics are the state. One thread consumes and judges; the HTTP API
+(uvicorn thread) reads and decides under the same lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import confluent_kafka
+import redis
+from confluent_kafka import TopicPartition
+
+from libs.common.artifacts import read_model_events
+from libs.common.deadletters import DeadLetters
+from libs.common.kafka.producer import Producer
+from libs.common.lifecycle import Shutdown
+from libs.common.metrics import LoopMetrics
+from libs.common.serde import SerdeError, serde
+from libs.common.topics import INSTANCES, MODEL_MAX_BYTES, MODELS, PREDICTIONS
+from services.supervisor import decisions as dec
+from services.supervisor import metrics as m
+from services.supervisor.policies import Breach, PolicySet
+from services.supervisor.settings import SupervisorSettings
+from services.supervisor.supervision import Supervision
+
+log = logging.getLogger(__name__)
+SERVICE = "supervisor"
+
+
+class Supervisor:
+    def __init__(self, settings: SupervisorSettings, policies: PolicySet) -> None:
+        self.s = settings
+        self.policies = policies
+        self.sup = Supervision(policies, max_pending_labels=settings.max_pending_labels)
+        self.lock = threading.RLock()
+        self.topics = {
+            "models": settings.topic(MODELS),
+            "predictions": settings.topic(PREDICTIONS),
+            "instances": settings.topic(INSTANCES),
+        }
+        self.loop_metrics = LoopMetrics(SERVICE)
+        self.exporter = m.Exporter()
+        self._serdes = {
+            self.topics["models"]: serde("model_event"),
+            self.topics["predictions"]: serde("prediction"),
+            self.topics["instances"]: serde("instance"),
+        }
+        self.producer: Producer | None = None
+        self.dead_producer: Producer | None = None
+        self.dead = DeadLetters(settings, SERVICE)
+        self.consumer: confluent_kafka.Consumer | None = None
+        self.redis_status: dec.RedisStatus | None = None
+        self.models_read = threading.Event()
+        self.rebuilt = threading.Event()
+        self.rebuild_ends: dict[tuple[str, int], int] = {}
+        self.rebuild_seconds: float | None = None
+        self.last_loop = time.monotonic()
+        self.error: BaseException | None = None
+        self._last_eval = 0.0
+        self._last_export = 0.0
+        self._status_dirty: set[str] = set()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        s = self.s
+        self.producer = Producer(
+            s,
+            name=f"{SERVICE}-decisions",
+            transactional_id=s.topic(SERVICE),
+            **{"message.max.bytes": int(MODEL_MAX_BYTES), "linger.ms": 0},
+        )
+        self.producer.init_transactions(s.decision_timeout_s * 3)
+        self.dead_producer = Producer(s, name=f"{SERVICE}-deadletters")
+        if s.redis_status:
+            client = redis.Redis.from_url(
+                s.redis_url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=s.redis_timeout_s
+            )
+            self.redis_status = dec.RedisStatus(client, s.topic_prefix)
+
+    def read_models(self) -> int:
+        """Every model event to the end of the topic; returns the offset to follow from."""
+        started = time.monotonic()
+        next_offset = 0
+        count = 0
+        for offset, event in read_model_events(self.s, timeout=self.s.rebuild_timeout_s):
+            with self.lock:
+                self.sup.model_event(event)
+            next_offset = offset + 1
+            count += 1
+        self.models_read.set()
+        log.info(
+            "models read to their end",
+            extra={
+                "events": count,
+                "versions": len(self.sup.catalog.versions),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        if self.redis_status is not None:
+            self.redis_status.write(self.sup.catalog)
+        return next_offset
+
+    def rebuild_from_ms(self, now_ms: int) -> int:
+        w = self.policies.windows
+        span_ms = int((w.window_seconds + w.error_window_seconds + self.s.label_horizon_s) * 1000) + 60_000
+        starts = [now_ms - span_ms]
+        cat = self.sup.catalog
+        starts += [cat.experiment_start(ev) for ev in cat.order]
+        floor = now_ms - int(self.s.rebuild_max_lookback_s * 1000)
+        return max(min(starts), floor, 0)
+
+    def assign(self, models_offset: int) -> None:
+        s = self.s
+        consumer = confluent_kafka.Consumer(
+            s.kafka_config()
+            | {
+                "group.id": s.topic(SERVICE),  # assigned, never commits: the topics are the state
+                "client.id": SERVICE,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 128 * 1024 * 1024,
+                "max.partition.fetch.bytes": 72 * 1024 * 1024,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        now_ms = int(time.time() * 1000)
+        start_ms = self.rebuild_from_ms(now_ms)
+        assignment = [TopicPartition(self.topics["models"], 0, models_offset)]
+        for name in ("predictions", "instances"):
+            topic = self.topics[name]
+            meta = consumer.list_topics(topic, timeout=10)
+            if meta.topics[topic].error is not None:
+                raise confluent_kafka.KafkaException(meta.topics[topic].error)
+            partitions = sorted(meta.topics[topic].partitions)
+            wanted = [TopicPartition(topic, p, start_ms) for p in partitions]
+            found = consumer.offsets_for_times(wanted, timeout=10)
+            for tp in found:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                offset = tp.offset if tp.offset >= 0 else high
+                assignment.append(TopicPartition(topic, tp.partition, offset))
+                if high > offset:
+                    self.rebuild_ends[(topic, tp.partition)] = high
+        consumer.assign(assignment)
+        self.consumer = consumer
+        log.info(
+            "rebuilding windows from the topics",
+            extra={
+                "from_ms": start_ms,
+                "behind": sum(
+                    high - next(a.offset for a in assignment if (a.topic, a.partition) == k)
+                    for k, high in self.rebuild_ends.items()
+                ),
+            },
+        )
+        self._rebuild_started = time.monotonic()
+        if not self.rebuild_ends:
+            self._mark_rebuilt()
+
+    def _mark_rebuilt(self) -> None:
+        with self.lock:
+            self.sup.tick(time.monotonic())
+        # Judge the rebuilt windows once before saying ready: what /v1/models shows is complete.
+        self.evaluate_and_act()
+        self.export()
+        self.rebuild_seconds = time.monotonic() - getattr(self, "_rebuild_started", time.monotonic())
+        self.rebuilt.set()
+        m.REBUILT.set(1)
+        self.loop_metrics.ready.set(1)
+        log.info(
+            "windows rebuilt from the topics",
+            extra={
+                "seconds": round(self.rebuild_seconds, 3),
+                "predictions": self.sup.predictions_read,
+                "instances": self.sup.instances_read,
+            },
+        )
+
+    def _caught_up(self) -> bool:
+        assert self.consumer is not None
+        tps = [TopicPartition(t, p) for (t, p) in self.rebuild_ends]
+        for tp in self.consumer.position(tps):
+            if tp.offset < self.rebuild_ends[(tp.topic, tp.partition)]:
+                return False
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, shutdown: Shutdown) -> None:
+        try:
+            self.open()
+            models_offset = self.read_models()
+            self.assign(models_offset)
+            last_lag = 0.0
+            while not shutdown.is_set():
+                self.last_loop = time.monotonic()
+                self.step()
+                if time.monotonic() - last_lag > 2.0:
+                    last_lag = time.monotonic()
+                    self._report_lag()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.close()
+
+    def step(self) -> int:
+        assert self.consumer is not None
+        messages = self.consumer.consume(self.s.batch_size, self.s.poll_timeout_s)
+        started = time.perf_counter()
+        now = time.monotonic()
+        n = 0
+        with self.lock:
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise confluent_kafka.KafkaException(err)
+                    if err.code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                        log.warning("consumer error", extra={"error": err.str()})
+                    continue
+                n += 1
+                self._handle(msg, now)
+            self.sup.tick(now)
+        if n:
+            by_topic: dict[str, int] = {}
+            for msg in messages:
+                by_topic[msg.topic()] = by_topic.get(msg.topic(), 0) + 1
+            for topic, k in by_topic.items():
+                self.loop_metrics.consumed(topic, k)
+            self.loop_metrics.batch_done(started)
+        if not self.rebuilt.is_set():
+            if self._caught_up():
+                self._mark_rebuilt()
+            elif time.monotonic() - self._rebuild_started > self.s.rebuild_timeout_s:
+                log.error("rebuild is taking longer than rebuild_timeout_s; still not ready")
+                self._rebuild_started = time.monotonic()
+            return n
+        if now - self._last_eval >= self.s.evaluate_interval_s:
+            self._last_eval = now
+            self.evaluate_and_act()
+        if now - self._last_export >= 1.0:
+            self._last_export = now
+            self.export()
+        return n
+
+    def _handle(self, msg: confluent_kafka.Message, now: float) -> None:
+        topic = msg.topic()
+        try:
+            record = self._serdes[topic].decode(msg.value())
+        except SerdeError as exc:
+            self._dead_letter(exc, msg)
+            return
+        try:
+            if topic == self.topics["predictions"]:
+                self.sup.prediction(record, now)
+            elif topic == self.topics["instances"]:
+                self.sup.instance(record)
+            elif self.sup.model_event(record):
+                self._status_dirty.add(record.get("model_version") or "")
+        except (KeyError, TypeError, ValueError) as exc:
+            self._dead_letter(exc, msg, reason="unusable_record")
+
+    def _dead_letter(self, exc: Exception, msg: confluent_kafka.Message, reason: str | None = None) -> None:
+        assert self.dead_producer is not None
+        try:
+            self.dead.send(
+                self.dead_producer,
+                reason or getattr(exc, "reason", "undecodable"),
+                f"{type(exc).__name__}: {exc}",
+                message=msg,
+            )
+            self.dead_producer.flush(10)
+        except Exception:
+            log.exception("dead letter not written")
+
+    def _report_lag(self) -> None:
+        assert self.consumer is not None
+        lag: dict[tuple[str, int], int] = {}
+        try:
+            assignment = self.consumer.assignment()
+            for tp in self.consumer.position(assignment):
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=True) or (0, 0)
+                lag[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+        except confluent_kafka.KafkaException:
+            return
+        self.loop_metrics.set_lag(lag)
+
+    # -- judging and deciding ----------------------------------------------------------------
+
+    def evaluate_and_act(self) -> None:
+        with self.lock:
+            evaluation = self.sup.evaluate()
+            for breaches in evaluation.decisive():
+                self._decide(breaches)
+            for promotion in self.sup.experiments.promotions():
+                self._promote(promotion)
+            started = self.exporter.alerts(evaluation.firing())
+        m.LAST_EVALUATION.set_to_current_time()
+        for policy, subject, action in started:
+            log.warning("policy breached", extra={"policy": policy, "subject": subject, "action": action})
+
+    def _decide(self, breaches: list[Breach]) -> None:
+        breach = breaches[0]
+        try:
+            events = dec.breach_events(self.sup.catalog, breach, breaches, self.s.actor)
+        except dec.DecisionError as exc:
+            log.info("no decision", extra={"subject": breach.subject, "why": str(exc)})
+            return
+        if events:
+            self.write(events)
+
+    def _promote(self, promotion) -> None:
+        try:
+            events = dec.activate_events(
+                self.sup.catalog,
+                promotion.challenger,
+                reason=f"promoted by the supervisor: {promotion.reason}",
+                actor=self.s.actor,
+                arm="champion",
+                arm_weights=self.policies.experiments.promote_weights or None,
+                metrics=promotion.figures,
+                params={
+                    "experiment_started_at": str(promotion.started_at),
+                    "previous_champion": promotion.champion or "",
+                    "rule": "challenger_beats_champion",
+                },
+            )
+        except dec.DecisionError as exc:
+            log.info("no promotion", extra={"version": promotion.challenger, "why": str(exc)})
+            return
+        self.write(events)
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        """Write decisions in one transaction, then apply them here at once (caller may hold the lock)."""
+        assert self.producer is not None
+        codec = serde("model_event")
+        timeout = self.s.decision_timeout_s
+        with self.lock:
+            started = time.perf_counter()
+            try:
+                self.producer.begin_transaction()
+                for e in events:
+                    self.producer.produce(self.topics["models"], codec.encode(e), key=e["model_version"])
+                self.producer.commit_transaction(timeout)
+            except Exception:
+                m.DECISION_FAILURES.inc()
+                try:
+                    self.producer.abort_transaction(timeout)
+                except Exception:
+                    log.exception("aborting the decision transaction failed")
+                raise
+            for e in events:
+                self.sup.model_event(e)
+                actor = "operator" if e["actor"].startswith("operator") else "supervisor"
+                m.DECISIONS.labels(e["kind"], actor).inc()
+                self._status_dirty.add(e["model_version"])
+                log.warning(
+                    "decision written",
+                    extra={
+                        "kind": e["kind"],
+                        "model_version": e["model_version"],
+                        "event_id": e["event_id"],
+                        "reason": e["reason"],
+                        "metrics": e["metrics"],
+                        "params": e["params"],
+                        "seconds": round(time.perf_counter() - started, 4),
+                    },
+                )
+            self._flush_status()
+
+    def _flush_status(self) -> None:
+        if self.redis_status is not None and self._status_dirty:
+            self.redis_status.write(self.sup.catalog, sorted(self._status_dirty))
+        self._status_dirty.clear()
+
+    def export(self) -> None:
+        with self.lock:
+            self.exporter.versions_health(self.sup.version_health())
+            self.exporter.extractor_fallbacks(self.sup.extractor_health())
+            self.exporter.status({n: v.status for n, v in self.sup.catalog.versions.items() if v.published})
+            self.exporter.experiments(self.sup.experiments.report())
+            m.UNATTRIBUTED.set(self.sup.windows.unattributed)
+            m.PENDING_LABELS.set(len(self.sup.join.predictions))
+            self._flush_status()
+
+    # -- operators (HTTP thread) -------------------------------------------------------------
+
+    def operate(self, action: str, version: str, *, actor: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Pause, resume or activate on an operator's behalf; raises DecisionError when refused."""
+        reason = str(body.get("reason") or f"{action} by {actor}")
+        with self.lock:
+            cat = self.sup.catalog
+            if action == "pause":
+                events = dec.pause_events(
+                    cat, version, reason=reason, actor=actor, fallback=bool(body.get("fallback"))
+                )
+            elif action == "resume":
+                events = dec.resume_events(cat, version, reason=reason, actor=actor)
+            elif action == "activate":
+                weights = body.get("arm_weights") or None
+                if weights is not None and not isinstance(weights, dict):
+                    raise dec.DecisionError("arm_weights must be an object of arm -> weight")
+                try:
+                    weights = {str(k): float(v) for k, v in weights.items()} if weights else None
+                except (TypeError, ValueError) as exc:
+                    raise dec.DecisionError(f"arm_weights: {exc}") from exc
+                events = dec.activate_events(
+                    cat,
+                    version,
+                    reason=reason,
+                    actor=actor,
+                    arm=str(body.get("arm") or "champion"),
+                    arm_weights=weights,
+                )
+            else:
+                raise dec.DecisionError(f"unknown action {action!r}")
+            self.write(events)
+            return events
+
+    def close(self) -> None:
+        for closer in (
+            self.consumer.close if self.consumer else None,
+            self.producer.close if self.producer else None,
+            self.dead_producer.close if self.dead_producer else None,
+        ):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:
+                log.exception("close failed")
+
+
+class ApiServer:
+    """uvicorn on a daemon thread (signals stay with the main thread's Shutdown)."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def main(settings: SupervisorSettings | None = None) -> None:
+    from libs.common.health import Probes
+    from libs.common.logs import configure_logging
+    from services.supervisor import policies as pol
+    from services.supervisor.http_api import create_app
+
+    settings = settings or SupervisorSettings()
+    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    try:
+        policy_set = pol.load(settings.policies_file)
+    except pol.PolicyError as exc:
+        log.error("invalid policy file: the supervisor does not start", extra={"error": str(exc)})
+        raise SystemExit(2) from exc
+    shutdown = Shutdown().install_signal_handlers()
+    sup = Supervisor(settings, policy_set)
+    probes = Probes(SERVICE)
+    probes.live("loop", lambda: sup.error is None and time.monotonic() - sup.last_loop < 60)
+    probes.ready("models_read", sup.models_read.is_set)
+    probes.ready("windows_rebuilt", sup.rebuilt.is_set)
+    server = ApiServer(create_app(sup, probes, settings), settings.host, settings.port).start()
+    log.info(
+        "supervisor started",
+        extra={
+            "port": settings.port,
+            "policies": policy_set.source,
+            "operator_token": settings.operator_token is not None,
+        },
+    )
+    try:
+        sup.run(shutdown)
+    finally:
+        server.stop()
+        log.info("supervisor stopped", extra={"reason": shutdown.reason})
