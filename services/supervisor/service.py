@@ -31,6 +31,7 @@ from confluent_kafka import TopicPartition
 
 from libs.common.artifacts import read_model_events
 from libs.common.deadletters import DeadLetters
+from libs.common.kafka.errors import DeliveryError, KafkaUnavailableError
 from libs.common.kafka.producer import Producer
 from libs.common.lifecycle import Shutdown
 from libs.common.metrics import LoopMetrics
@@ -74,6 +75,7 @@ class Supervisor:
         self.rebuild_ends: dict[tuple[str, int], int] = {}
         self.rebuild_seconds: float | None = None
         self.last_loop = time.monotonic()
+        self._rebuild_started = time.monotonic()
         self.error: BaseException | None = None
         self._last_eval = 0.0
         self._last_export = 0.0
@@ -164,16 +166,10 @@ class Supervisor:
                     self.rebuild_ends[(topic, tp.partition)] = high
         consumer.assign(assignment)
         self.consumer = consumer
-        log.info(
-            "rebuilding windows from the topics",
-            extra={
-                "from_ms": start_ms,
-                "behind": sum(
-                    high - next(a.offset for a in assignment if (a.topic, a.partition) == k)
-                    for k, high in self.rebuild_ends.items()
-                ),
-            },
+        behind = sum(
+            high - a.offset for a in assignment if (high := self.rebuild_ends.get((a.topic, a.partition)))
         )
+        log.info("rebuilding windows from the topics", extra={"from_ms": start_ms, "records_behind": behind})
         self._rebuild_started = time.monotonic()
         if not self.rebuild_ends:
             self._mark_rebuilt()
@@ -184,7 +180,7 @@ class Supervisor:
         # Judge the rebuilt windows once before saying ready: what /v1/models shows is complete.
         self.evaluate_and_act()
         self.export()
-        self.rebuild_seconds = time.monotonic() - getattr(self, "_rebuild_started", time.monotonic())
+        self.rebuild_seconds = time.monotonic() - self._rebuild_started
         self.rebuilt.set()
         m.REBUILT.set(1)
         self.loop_metrics.ready.set(1)
@@ -313,13 +309,25 @@ class Supervisor:
         with self.lock:
             evaluation = self.sup.evaluate()
             for breaches in evaluation.decisive():
-                self._decide(breaches)
+                self._guarded(self._decide, breaches)
             for promotion in self.sup.experiments.promotions():
-                self._promote(promotion)
+                self._guarded(self._promote, promotion)
             started = self.exporter.alerts(evaluation.firing())
         m.LAST_EVALUATION.set_to_current_time()
         for policy, subject, action in started:
             log.warning("policy breached", extra={"policy": policy, "subject": subject, "action": action})
+
+    def _guarded(self, act, arg) -> None:
+        """A decision that cannot be written now is retried at the next evaluation (nothing was
+        applied); only a fatal producer error (fenced by a newer supervisor) ends the process."""
+        try:
+            act(arg)
+        except confluent_kafka.KafkaException as exc:
+            if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
+                raise
+            log.error("decision not written; retried at the next evaluation", extra={"error": str(exc)})
+        except (KafkaUnavailableError, DeliveryError) as exc:
+            log.error("decision not written; retried at the next evaluation", extra={"error": str(exc)})
 
     def _decide(self, breaches: list[Breach]) -> None:
         breach = breaches[0]

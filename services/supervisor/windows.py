@@ -281,9 +281,10 @@ class _Buckets:
         self.width = width_ms
         self.span = span_ms
         self.make = make
-        self.buckets: OrderedDict[int, dict[FineKey, Any]] = OrderedDict()
+        self.buckets: dict[int, dict[FineKey, Any]] = {}
         self.totals: dict[FineKey, Any] = {}
         self.watermark = 0
+        self._low = -math.inf
 
     def lowest_bucket(self) -> int:
         return (self.watermark - self.span) // self.width + 1
@@ -292,15 +293,16 @@ class _Buckets:
         """(bucket tally, total tally) for an event at t, or None when t is out of the window."""
         if t_ms > self.watermark:
             self.watermark = t_ms
-            self._evict()
+            low = self.lowest_bucket()
+            if low > self._low:
+                self._low = low
+                self._evict(low)
         b = t_ms // self.width
-        if b < self.lowest_bucket():
+        if b < self._low:
             return None
         bucket = self.buckets.get(b)
         if bucket is None:
             bucket = self.buckets[b] = {}
-            if len(self.buckets) > 1 and b < next(reversed(self.buckets)):
-                self.buckets = OrderedDict(sorted(self.buckets.items()))
         tally = bucket.get(key)
         if tally is None:
             tally = bucket[key] = self.make(key)
@@ -309,12 +311,8 @@ class _Buckets:
             total = self.totals[key] = self.make(key)
         return tally, total
 
-    def _evict(self) -> None:
-        low = self.lowest_bucket()
-        while self.buckets:
-            b = next(iter(self.buckets))
-            if b >= low:
-                break
+    def _evict(self, low: int) -> None:
+        for b in [b for b in self.buckets if b < low]:
             for key, tally in self.buckets.pop(b).items():
                 total = self.totals[key]
                 total.add(tally, -1)
