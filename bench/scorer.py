@@ -1,26 +1,29 @@
 """Scorer speed: the stream on one core, the what-if API at a fixed rate, and MLServer beside it.
 
-    python bench/scorer.py [--records 300000] [--rounds 300] [--rate 500] [--seconds 20]
-                           [--skip-mlserver] [--cpu 1]
+    python bench/scorer.py [--records 300000] [--rounds 3] [--trees 300] [--rate 500]
+                           [--seconds 10] [--skip-stream] [--skip-whatif] [--skip-mlserver] [--cpu 1]
 
-One LightGBM model (Poisson, 31 leaves, --rounds trees, trained on synthetic v1-shaped rows) is
-used everywhere. Every server under test is pinned to one core (--cpu); the load generator, Kafka
-and Redis run on the others.
+One LightGBM model (Poisson, 31 leaves, --trees trees, trained on synthetic v1-shaped rows; 300
+is the trainer's maximum and what it publishes on such data) is used everywhere. Every server
+under test is pinned to one core (--cpu); the load generator, Kafka and Redis run on the others.
 
 1. In-process breakdown (no Kafka): microseconds per record to decode a feature vector, route
    and predict it, and encode its prediction, in batches of 5,000.
-2. Stream: a backlog of --records feature vectors on a 6-partition ``features`` topic; one scorer
-   process (role=stream) scores it. Prints predictions/s from its first committed transaction
-   to the last (outputs and offsets committed together, as in production).
-3. What-if: one scorer process (role=whatif) with the dogs' state in the Redis online view;
-   --rate requests/s for --seconds, open loop (latency counted from each request's scheduled
-   send time, so a slow answer cannot hide the ones queued behind it). One draft per request,
-   then 8 candidates per request.
-4. MLServer (``mlserver`` + ``mlserver-lightgbm`` from PyPI, installed by this script into
-   ``bench/.cache/mlserver-venv``, gitignored, so its pins never meet ours) serving the same
-   model text: the same open-loop load with one row per request (V2 inference protocol), and
-   batch throughput (1,000 rows per request). MLServer gets ready-made features; the what-if
-   API also reads Redis and featurizes, so it does strictly more per request.
+2. Stream, --rounds times: a backlog of --records more feature vectors on a 6-partition
+   ``features`` topic; a scorer process (role=stream) is started and timed from its first
+   committed transaction to the last (outputs and offsets committed together, as in
+   production), then stopped.
+3. Latency, --rounds alternating rounds of --seconds each, so the noise of a shared machine hits
+   every server alike: open loop at --rate requests/s (latency counted from each request's
+   scheduled send time, so a slow answer cannot hide the ones queued behind it), over 8
+   keep-alive connections:
+   * our what-if API (role=whatif, the dogs' state in the Redis online view): one draft, and
+     8 candidates per request;
+   * MLServer (``mlserver`` + ``mlserver-lightgbm`` from PyPI, installed by this script into
+     ``bench/.cache/mlserver-venv``, gitignored, so its pins never meet ours) serving the same
+     model text: one row per request (V2 inference protocol). MLServer gets ready-made
+     features; the what-if API also reads Redis and featurizes: it does strictly more.
+4. MLServer batch throughput (1,000 rows a request), beside the stream's predictions/s.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -235,22 +238,24 @@ def committed(settings: CommonSettings, group: str, partitions: int) -> int:
         c.close()
 
 
-def stream_bench(settings: CommonSettings, n: int, cpu: int, tmp: Path) -> dict[str, float]:
+def stream_bench(settings: CommonSettings, n: int, cpu: int, tmp: Path, rnd: int) -> dict[str, float]:
+    """Write a backlog of n more records, start a scorer, time it through them, stop it."""
+    group = settings.topic("scorer")
+    base = committed(settings, group, 6)
     write_backlog(settings, n)
     port = free_port()
     proc = Proc(
         [sys.executable, "-m", "services.scorer"],
         scorer_env(settings, port, "stream"),
         cpu,
-        tmp / "scorer-stream.log",
+        tmp / f"scorer-stream-{rnd}.log",
     )
-    group = settings.topic("scorer")
     try:
         wait_http(port, "/readyz", proc)
         samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = committed(settings, group, 6)
+            done = committed(settings, group, 6) - base
             samples.append((time.monotonic(), done))
             if done >= n:
                 break
@@ -343,7 +348,8 @@ def fill_online_view(settings: CommonSettings) -> None:
     view.write(dogs, tags, Stats(10_000, 70_000.0), now)
 
 
-def whatif_bench(settings: CommonSettings, rate: float, seconds: float, cpu: int, tmp: Path) -> dict:
+@contextlib.contextmanager
+def whatif_server(settings: CommonSettings, cpu: int, tmp: Path) -> Iterator[int]:
     fill_online_view(settings)
     port = free_port()
     proc = Proc(
@@ -352,25 +358,27 @@ def whatif_bench(settings: CommonSettings, rate: float, seconds: float, cpu: int
         cpu,
         tmp / "scorer-whatif.log",
     )
+    try:
+        wait_http(port, "/readyz", proc)
+        yield port
+    finally:
+        proc.stop()
+
+
+def whatif_bodies() -> tuple[list[bytes], list[bytes]]:
     rng = np.random.default_rng(5)
     one = [json.dumps({"draft": draft(i, rng)}).encode() for i in range(1000)]
     eight = [
         json.dumps({"candidates": [draft(i * 8 + j, rng) for j in range(8)]}).encode() for i in range(500)
     ]
-    try:
-        wait_http(port, "/readyz", proc)
-        open_loop(port, "/v1/predict", one, rate, 2)  # warm-up
-        out = {
-            "one_draft": open_loop(port, "/v1/predict", one, rate, seconds),
-            "eight_candidates": open_loop(port, "/v1/predict", eight, rate, seconds),
-        }
-        c = http.client.HTTPConnection("127.0.0.1", port)
-        c.request("POST", "/v1/predict", one[0], {"Content-Type": "application/json"})
-        sample = json.loads(c.getresponse().read())["predictions"][0]
-        out["sample"] = {k: sample[k] for k in ("model_version", "fallback", "state")}
-        return out
-    finally:
-        proc.stop()
+    return one, eight
+
+
+def whatif_sample(port: int, body: bytes) -> dict:
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
+    sample = json.loads(c.getresponse().read())["predictions"][0]
+    return {k: sample[k] for k in ("model_version", "fallback", "state")}
 
 
 # -- 4. MLServer -------------------------------------------------------------------------------
@@ -390,14 +398,18 @@ def ensure_mlserver() -> Path:
     return exe
 
 
-def mlserver_bench(text: str, rate: float, seconds: float, cpu: int, tmp: Path) -> dict:
-    exe = ensure_mlserver()
-    version = subprocess.run(
+def mlserver_version() -> str:
+    return subprocess.run(
         [str(MLSERVER_VENV / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
+
+
+@contextlib.contextmanager
+def mlserver_server(text: str, cpu: int, tmp: Path) -> Iterator[int]:
+    exe = ensure_mlserver()
     model_dir = tmp / "mlserver"
     shutil.rmtree(model_dir, ignore_errors=True)
     (model_dir / "pooch").mkdir(parents=True)
@@ -426,37 +438,38 @@ def mlserver_bench(text: str, rate: float, seconds: float, cpu: int, tmp: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
     env["PATH"] = f"{MLSERVER_VENV / 'bin'}:{env.get('PATH', '')}"
     proc = Proc([str(exe), "start", str(model_dir)], env, cpu, tmp / "mlserver.log", cwd=model_dir)
-    x, _ = synthetic_rows(1000, seed=13)
-
-    def v2(rows: np.ndarray) -> bytes:
-        return json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "predict",
-                        "shape": list(rows.shape),
-                        "datatype": "FP64",
-                        "data": rows.reshape(-1).tolist(),
-                    }
-                ]
-            }
-        ).encode()
-
-    one = [v2(x[i : i + 1]) for i in range(1000)]
-    path = "/v2/models/pooch/infer"
     try:
         wait_http(port, "/v2/models/pooch/ready", proc, timeout=180)
         conn = http.client.HTTPConnection("127.0.0.1", port)
-        conn.request("POST", path, one[0], {"Content-Type": "application/json"})
+        conn.request(
+            "POST", ML_PATH, v2_body(synthetic_rows(1, seed=13)[0]), {"Content-Type": "application/json"}
+        )
         resp = conn.getresponse()
         body = json.loads(resp.read())
-        assert resp.status == 200, body
-        open_loop(port, path, one, rate, 2)  # warm-up
-        out = {"version": version, "one_row": open_loop(port, path, one, rate, seconds)}
-        out["batch_rows_per_s"] = batch_throughput(port, path, v2(x), 1000, seconds=min(seconds, 10))
-        return out
+        if resp.status != 200:
+            raise RuntimeError(f"MLServer answered {resp.status}: {body}")
+        yield port
     finally:
         proc.stop()
+
+
+ML_PATH = "/v2/models/pooch/infer"
+
+
+def v2_body(rows: np.ndarray) -> bytes:
+    """A V2 inference protocol request with the rows as one FP64 tensor."""
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "predict",
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "data": rows.reshape(-1).tolist(),
+                }
+            ]
+        }
+    ).encode()
 
 
 def batch_throughput(
@@ -495,10 +508,13 @@ def latency_line(r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=300_000)
-    ap.add_argument("--rounds", type=int, default=300, help="trees in the model (the trainer's maximum)")
+    ap.add_argument("--records", type=int, default=300_000, help="backlog per stream round")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="stream rounds; alternating what-if/MLServer rounds"
+    )
+    ap.add_argument("--trees", type=int, default=300, help="trees in the model (the trainer's maximum)")
     ap.add_argument("--rate", type=float, default=500.0, help="what-if requests per second")
-    ap.add_argument("--seconds", type=float, default=20.0, help="duration of each what-if load")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each latency round")
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--skip-whatif", action="store_true")
@@ -508,15 +524,17 @@ def main() -> None:
     os.sched_setaffinity(0, other_cpus(args.cpu))  # the load generator stays off the server's core
     tmp = CACHE / f"run-{uuid.uuid4().hex[:6]}"
     tmp.mkdir(parents=True)
-    text = train_model_text(rounds=args.rounds, num_leaves=31, n_rows=20_000, seed=1)
+    text = train_model_text(rounds=args.trees, num_leaves=31, n_rows=20_000, seed=1)
     import lightgbm as lgb
 
     booster = lgb.Booster(model_str=text)
     print(f"# bench/scorer.py  {date.today().isoformat()}  {platform.processor() or platform.machine()}")
     print(f"cores: {os.cpu_count()}; servers pinned to core {args.cpu}; lightgbm {lgb.__version__}")
     print(f"model: poisson, {booster.num_trees()} trees, 31 leaves, {len(V1_NAMES)} features")
+    results: dict = {"date": date.today().isoformat(), "trees": booster.num_trees(), "args": vars(args)}
 
     per = breakdown(text, args.cpu)
+    results["breakdown_us"] = per
     print(
         "\n## in-process, one core, per record: "
         f"decode {per['decode']:.2f} us (fastavro: {per['fastavro_decode']:.1f} us), "
@@ -526,43 +544,77 @@ def main() -> None:
 
     settings = CommonSettings(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
     ensure_topics(settings, partitions=6, timeout=60)
-    art = make_artifact(text)
-    publish_events(settings, [art.to_event()])
-    results: dict = {"date": date.today().isoformat(), "breakdown_us": per, "trees": booster.num_trees()}
+    publish_events(settings, [make_artifact(text).to_event()])
     try:
         if not args.skip_stream:
-            s = stream_bench(settings, args.records, args.cpu, tmp)
-            results["stream"] = s
-            print(
-                f"\n## stream (one scorer process, one core, 6 partitions, transactions): "
-                f"{s['records']:,} records in {s['seconds']:.2f} s = {s['per_s']:,.0f} predictions/s "
-                f"(load {s['load']:.2f})"
-            )
-        if not args.skip_whatif:
-            w = whatif_bench(settings, args.rate, args.seconds, args.cpu, tmp)
-            results["whatif"] = w
-            print(
-                f"\n## what-if API, open loop at {args.rate:.0f} requests/s, {args.seconds:.0f} s, one core"
-            )
-            for name in ("one_draft", "eight_candidates"):
-                print(f"  {name:17s} {latency_line(w[name])}")
-            print(f"  sample answer: {w['sample']}")
+            print("\n## stream: one scorer process (role=stream) on one core, 6 partitions, transactions")
+            runs = []
+            for rnd in range(args.rounds):
+                r = stream_bench(settings, args.records, args.cpu, tmp, rnd)
+                runs.append(r)
+                print(
+                    f"  round {rnd + 1}: {r['records']:,} records in {r['seconds']:.2f} s = "
+                    f"{r['per_s']:,.0f} predictions/s (load {r['load']:.2f})"
+                )
+            rates = sorted(r["per_s"] for r in runs)
+            results["stream"] = runs
+            print(f"  median {statistics.median(rates):,.0f}/s, range {rates[0]:,.0f} to {rates[-1]:,.0f}/s")
+        if not args.skip_whatif or not args.skip_mlserver:
+            results |= latency_rounds(settings, text, args, tmp)
     finally:
         with contextlib.suppress(Exception):
             delete_topics(settings, [settings.topic(t.name) for t in CONTRACT], timeout=30)
-    if not args.skip_mlserver:
-        try:
-            ml = mlserver_bench(text, args.rate, args.seconds, args.cpu, tmp)
-            results["mlserver"] = ml
-            print(f"\n## MLServer {ml['version']} (mlserver-lightgbm), same model, same core, same load")
-            print(f"  one row/request   {latency_line(ml['one_row'])}")
-            rows = ml["batch_rows_per_s"]
-            print(f"  batch throughput (1,000 rows/request, 4 connections): {rows:,.0f} rows/s")
-        except Exception as exc:  # say exactly why, never hide it
-            results["mlserver"] = {"error": repr(exc)}
-            print(f"\n## MLServer: not measured: {exc!r}")
     (tmp / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nraw results: {tmp / 'results.json'}")
+
+
+def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace, tmp: Path) -> dict:
+    """Our what-if API and MLServer, alternating rounds at the same rate (noise hits both)."""
+    one, eight = whatif_bodies()
+    x, _ = synthetic_rows(1000, seed=13)
+    ml_one = [v2_body(x[i : i + 1]) for i in range(1000)]
+    out: dict = {}
+    with contextlib.ExitStack() as servers:
+        ours = None if args.skip_whatif else servers.enter_context(whatif_server(settings, args.cpu, tmp))
+        ml = None
+        if not args.skip_mlserver:
+            try:
+                ml = servers.enter_context(mlserver_server(text, args.cpu, tmp))
+                out["mlserver_version"] = mlserver_version()
+            except Exception as exc:  # say exactly why, never hide it
+                out["mlserver_error"] = repr(exc)
+                print(f"\n## MLServer: not measured: {exc!r}")
+        loads = {}
+        if ours is not None:
+            loads["whatif, 1 draft"] = (ours, "/v1/predict", one)
+            loads["whatif, 8 candidates"] = (ours, "/v1/predict", eight)
+        if ml is not None:
+            loads[f"MLServer {out['mlserver_version']}, 1 row"] = (ml, ML_PATH, ml_one)
+        for port, path, bodies in loads.values():
+            open_loop(port, path, bodies, args.rate, 2)  # warm-up
+        each = f"{args.rate:.0f} requests/s, {args.seconds:.0f} s a round"
+        print(f"\n## latency: open loop at {each}, one core each")
+        rounds: dict[str, list[dict]] = {name: [] for name in loads}
+        for rnd in range(args.rounds):
+            for name, (port, path, bodies) in loads.items():
+                r = open_loop(port, path, bodies, args.rate, args.seconds)
+                rounds[name].append(r)
+                print(f"  round {rnd + 1}  {name:22s} {latency_line(r)}")
+        print("  medians over rounds:")
+        for name, rs in rounds.items():
+            p50 = statistics.median(r["p50_ms"] for r in rs)
+            p99 = statistics.median(r["p99_ms"] for r in rs)
+            best, worst = min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)
+            print(f"    {name:22s} p50 {p50:.2f} ms  p99 {p99:.2f} ms (rounds: {best:.2f} to {worst:.2f} ms)")
+        out["latency"] = rounds
+        if ours is not None:
+            out["whatif_sample"] = whatif_sample(ours, one[0])
+            print(f"  what-if sample answer: {out['whatif_sample']}")
+        if ml is not None:
+            rows = batch_throughput(ml, ML_PATH, v2_body(x), 1000, seconds=args.seconds)
+            out["mlserver_batch_rows_per_s"] = rows
+            print(f"\n## MLServer batch throughput (1,000 rows/request, 4 connections): {rows:,.0f} rows/s")
+    return out
 
 
 if __name__ == "__main__":
