@@ -227,17 +227,34 @@ def add_record(batch: FeatureBatch, rec: dict) -> None:
             + avro_string(rec["dog_id"])
             + (b"\x00" if country is None else b"\x02" + avro_string(country))
         )
-        values = np.asarray(rec["values"], dtype="<f8").tobytes()
-        batch.keys.append(rec["pupdate_id"].encode())
-        batch.heads.append(head)
-        batch.dogs.append(rec["dog_id"].encode())
-        batch.extractors.append(rec["extractor_version"])
-        batch.posted.append(zigzag(int(rec["posted_at"])))
-        batch.names.append(tuple(rec["names"]))
-        batch.values.append(values)
-        batch.baselines.append(float(rec["baseline"]))
+        row = (
+            rec["pupdate_id"].encode(),
+            head,
+            rec["dog_id"].encode(),
+            str(rec["extractor_version"]),
+            zigzag(int(rec["posted_at"])),
+            tuple(rec["names"]),
+            np.asarray(rec["values"], dtype="<f8").tobytes(),
+            float(rec["baseline"]),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SerdeError(f"not a feature vector: {exc!r}") from exc
+    # Appended only once all of it is known: a batch's columns always have the same length.
+    for column, value in zip(
+        (
+            batch.keys,
+            batch.heads,
+            batch.dogs,
+            batch.extractors,
+            batch.posted,
+            batch.names,
+            batch.values,
+            batch.baselines,
+        ),
+        row,
+        strict=True,
+    ):
+        column.append(value)
 
 
 class PredictionEncoder:

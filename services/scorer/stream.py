@@ -105,9 +105,10 @@ class StreamScorer:
         for msg in messages:
             try:
                 add(batch, msg.value())
-            except SerdeError as exc:
+            except Exception as exc:  # SerdeError, or a surprise: never a poison pill
                 m.UNDECODABLE.inc()
-                self.dead.send(producer, exc.reason, f"{type(exc).__name__}: {exc}", message=msg)
+                reason = exc.reason if isinstance(exc, SerdeError) else "undecodable"
+                self.dead.send(producer, reason, f"{type(exc).__name__}: {exc}", message=msg)
                 continue
             timestamps.append(msg.timestamp()[1])
         self.metrics.consumed(self.features_topic, len(messages))
