@@ -89,6 +89,15 @@ class Producer:
                     ) from None
                 self._producer.poll(0.05)
 
+    def produce_in_transaction(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
+        """Queue without a per-message delivery callback: only inside a transaction, where a
+        message that fails delivery fails ``commit_transaction`` (and the batch is aborted and
+        re-read), so the Python callback would only cost time (~1 µs a record at 50,000/s)."""
+        try:
+            self._producer.produce(topic, value, key)
+        except BufferError:  # queue full: the tracked path waits (bounded) for room
+            self.produce(topic, value, key)
+
     def poll(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)
 
