@@ -4,11 +4,14 @@ Reading needs nothing; changing needs the operator token (``--token`` or
 ``POOCH_SUPERVISOR_OPERATOR_TOKEN``). The supervisor is found at ``--url`` or
 ``POOCH_SUPERVISOR_URL`` (default ``http://127.0.0.1:8005``).
 
+``pooch supervisor`` runs the service itself (the same as ``python -m services.supervisor``).
+
 Register in ``libs/cli/main.py``::
 
-    from libs.cli.models import experiments, models_app
+    from libs.cli.models import experiments, models_app, supervisor
     app.add_typer(models_app, name="models")
     app.command("experiments")(experiments)
+    app.command("supervisor")(supervisor)
 """
 
 from __future__ import annotations
@@ -223,3 +226,20 @@ def experiments(url: str = URL, as_json: bool = JSON) -> None:
     if not data.get("experiments"):
         console.print("no predictions yet")
     console.print(f"[dim]{data.get('method', '')}[/dim]")
+
+
+def supervisor(
+    port: int = typer.Option(None, help="HTTP port; the same as POOCH_SUPERVISOR_PORT.", show_default=False),
+    policies_file: str = typer.Option(
+        None,
+        "--policies",
+        help="Policy file; the same as POOCH_SUPERVISOR_POLICIES_FILE.",
+        show_default=False,
+    ),
+) -> None:
+    """Run the supervisor service: watch every model version, pause the bad ones, run the experiments."""
+    from services.supervisor.service import main
+    from services.supervisor.settings import SupervisorSettings
+
+    overrides = {k: v for k, v in (("port", port), ("policies_file", policies_file)) if v is not None}
+    main(SupervisorSettings(**overrides))

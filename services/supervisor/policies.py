@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +189,8 @@ class Breach:
     offending: int | None
     p_value: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # dimension (country, arm) -> where the offending observations are (module doc of localise)
+    where: dict[str, Where] = field(default_factory=dict)
 
     @property
     def severity(self) -> float:
@@ -207,6 +209,12 @@ class Breach:
             what += f" (over {self.evidence})"
         if self.p_value is not None:
             what += f", one-sided p={self.p_value:.2g} < {p.significance:g}"
+        for w in self.where.values():
+            if w.slice != self.slice and w.values > 1:  # worth saying only when it singles one out
+                what += (
+                    f"; concentrated in {w.slice}: {p.metric} {_fmt(w.figure)} "
+                    f"({w.offending} of {w.evidence}, {w.share:.0%} of the offending)"
+                )
         return f"{what}: policy {p.name}"
 
     def metrics(self) -> dict[str, float]:
@@ -224,6 +232,11 @@ class Breach:
         if self.p_value is not None:
             out["p_value"] = self.p_value
             out["significance"] = self.policy.significance
+        for dim, w in self.where.items():
+            out[f"{dim}_{self.policy.metric}"] = w.figure
+            out[f"{dim}_evidence"] = float(w.evidence)
+            if w.offending is not None:
+                out[f"{dim}_offending"] = float(w.offending)
         return out | self.extra
 
     def params(self) -> dict[str, str]:
@@ -236,7 +249,73 @@ class Breach:
         }
         if value:
             out[kind] = value
+        for dim, w in self.where.items():
+            out[dim] = w.slice.partition("=")[2]
+            if w.breakdown:
+                out[f"{dim}_breakdown"] = w.breakdown
         return out
+
+    def localised(self, figures: dict[str, dict[str, Any]]) -> Breach:
+        """This breach with ``where``: for each dimension (country, arm), the slice the breach is
+        in, or else the one slice holding at least ``CONCENTRATION`` of the offending observations.
+
+        A decision taken on ``all`` as soon as it has the evidence (before any one country has
+        its own) still says where the fault is: "invalid_rate 0.28 in all ...; concentrated in
+        country=DE: invalid_rate 1 (8 of 8, 100% of the offending)".
+        """
+        where: dict[str, Where] = {}
+        for dim in ("country", "arm"):
+            w = _locate(self, dim, figures)
+            if w is not None:
+                where[dim] = w
+        return replace(self, where=where)
+
+
+@dataclass(frozen=True)
+class Where:
+    slice: str
+    figure: float
+    evidence: int
+    offending: int | None
+    share: float  # of the offending observations of the subject
+    breakdown: str = ""
+    values: int = 1  # slices of this dimension with observations
+
+
+CONCENTRATION = 0.8
+
+
+def _offending(policy: Policy, figs: dict[str, Any]) -> tuple[float | None, int, int | None]:
+    key, evidence_key, offending_key = _EVIDENCE[policy.metric]
+    if policy.metric == "fallback_rate":
+        fallbacks = figs.get("fallbacks") or {}
+        off = fallbacks.get(policy.reason, 0) if policy.reason else sum(fallbacks.values())
+        n = figs.get("predictions") or 0
+        return (off / n if n else None), n, off
+    off = figs.get(offending_key) if offending_key else None
+    return figs.get(key), figs.get(evidence_key) or 0, off
+
+
+def _locate(b: Breach, dim: str, figures: dict[str, dict[str, Any]]) -> Where | None:
+    mine = [(name, *_offending(b.policy, f)) for name, f in figures.items() if name.startswith(f"{dim}=")]
+    if b.slice.startswith(f"{dim}="):
+        for name, figure, n, off in mine:
+            if name == b.slice and figure is not None:
+                total = sum(o or 0 for _, _, _, o in mine)
+                share = (off or 0) / total if total and off is not None else 1.0
+                return Where(name, float(figure), int(n), off, share, values=len(mine))
+        return None
+    with_counts = [m for m in mine if m[3] is not None and m[1] is not None]
+    total = sum(m[3] for m in with_counts)
+    if not total:
+        return None
+    with_counts.sort(key=lambda m: (-m[3], m[0]))
+    name, figure, n, off = with_counts[0]
+    share = off / total
+    if share < CONCENTRATION:
+        return None
+    breakdown = ", ".join(f"{m[0].partition('=')[2]} {m[3]}/{m[2]}" for m in with_counts[:10])
+    return Where(name, float(figure), int(n), off, share, breakdown, len(mine))
 
 
 def _fmt(x: float) -> str:
@@ -311,12 +390,15 @@ def evaluate(policies: Iterable[Policy], windows: Windows) -> list[Breach]:
             if subject == NO_SUBJECT:
                 continue
             info = windows.info(subject)
+            by_slice = {}
+            found = []
             for slice_name, (tally, labels) in windows.slices(subject).items():
-                figs = figures_of(tally, LabelTally(), info.bins, info.cap)
+                figs = by_slice[slice_name] = figures_of(tally, LabelTally(), info.bins, info.cap)
                 for p in version_policies:
                     b = check(p, subject, slice_name, figs, labels)
                     if b is not None:
-                        out.append(b)
+                        found.append(b)
+            out += [b.localised(by_slice) for b in found]
     if extractor_policies:
         for ev in windows.extractors():
             for slice_name, tally in windows.extractor_slices(ev).items():

@@ -129,3 +129,27 @@ def test_error_ratio_needs_evidence_the_margin_and_significance():
     assert pol.check(policy, "v1-a", "all", {}, _labels(400, 1.12, 1.0, 3.0)) is None
     # better than the baseline: nothing
     assert pol.check(policy, "v1-a", "all", {}, _labels(400, 0.8, 1.0, 0.1)) is None
+
+
+def test_a_breach_on_all_still_says_where_the_fault_is():
+    """The whole version has the evidence before any one country: the decision is taken on all,
+    and names the country holding the offending outputs."""
+    ps = pol.load(DEFAULT_POLICIES)
+    w = _windows(ps)
+    for i in range(8):
+        w.observe(_obs(i, -1.0, "DE"))
+    for i in range(8, 30):
+        w.observe(_obs(i, 3.0, ("US", "GB", "FR")[i % 3]))
+    w.resolve(flush=True)
+    [best, *_] = pol.strongest(pol.evaluate(ps.policies, w))[("invalid_outputs", "v1-a")]
+    assert best.slice in ("all", "arm=champion") and best.evidence == 30 and best.offending == 8
+    assert best.params()["country"] == "DE" and best.params()["country_breakdown"].startswith("DE 8/8")
+    assert best.metrics()["country_invalid_rate"] == 1.0 and best.metrics()["country_offending"] == 8
+    assert "concentrated in country=DE" in best.describe()
+    # spread over countries: no country is named
+    w2 = _windows(ps)
+    for i in range(30):
+        w2.observe(_obs(i, -1.0 if i % 3 == 0 else 3.0, ("US", "GB", "FR", "DE")[i % 4]))
+    w2.resolve(flush=True)
+    [b2, *_] = pol.strongest(pol.evaluate(ps.policies, w2))[("invalid_outputs", "v1-a")]
+    assert "country" not in b2.params()
