@@ -91,7 +91,6 @@ class Supervisor:
             transactional_id=s.topic(SERVICE),
             **{"message.max.bytes": int(MODEL_MAX_BYTES), "linger.ms": 0},
         )
-        self.producer.init_transactions(s.decision_timeout_s * 3)
         self.dead_producer = Producer(s, name=f"{SERVICE}-deadletters")
         if s.redis_status:
             client = redis.Redis.from_url(
@@ -203,11 +202,33 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def start(self, shutdown: Shutdown) -> bool:
+        """Transactions initialised, models read, inputs assigned; retried while Kafka or the
+        topics are not there yet (a supervisor started before the stack must not die)."""
+        assert self.producer is not None
+        initialised = False
+        delay = 1.0
+        while not shutdown.is_set():
+            try:
+                if not initialised:
+                    self.producer.init_transactions(self.s.decision_timeout_s * 3)
+                    initialised = True
+                models_offset = self.read_models()  # applying an event twice is a no-op
+                self.assign(models_offset)
+                return True
+            except (confluent_kafka.KafkaException, RuntimeError, TimeoutError) as exc:
+                if isinstance(exc, confluent_kafka.KafkaException) and exc.args and exc.args[0].fatal():
+                    raise
+                log.warning("Kafka or the topics not ready; retrying", extra={"error": str(exc)[:300]})
+                shutdown.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
     def run(self, shutdown: Shutdown) -> None:
         try:
             self.open()
-            models_offset = self.read_models()
-            self.assign(models_offset)
+            if not self.start(shutdown):
+                return
             last_lag = 0.0
             while not shutdown.is_set():
                 self.last_loop = time.monotonic()
