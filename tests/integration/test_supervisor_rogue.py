@@ -29,18 +29,22 @@ def test_rogue_version_negative_in_one_country_is_paused_and_the_scorer_falls_ba
     publish(topics, good.to_event())
     scorer = ScorerProcess(topics, tmp_path, batch_size=500)
     supervisor = SupervisorProcess(topics, tmp_path)
-    feeder = CountryFeeder(topics, rate=1500)
+    feeder = CountryFeeder(topics, rate=2000, labels=True)
     try:
         scorer.wait_ready()
         supervisor.wait_ready()
         feeder.start()
-        # The good version serves everywhere and the supervisor sees it healthy.
+        # The good version serves everywhere, realised likes join its predictions, and the
+        # supervisor sees it healthy: no false alarm over 5,000 predictions.
         wait_for(
-            lambda: supervisor.window(good.model_version).get("predictions", 0) >= 1500,
+            lambda: supervisor.window(good.model_version).get("labelled", 0) >= 5000,
             timeout=60,
-            what="the supervisor seeing the good version's predictions",
+            what="5,000 labelled predictions of the good version",
         )
-        assert supervisor.version(good.model_version)["health"] == "healthy"
+        healthy = supervisor.version(good.model_version)
+        assert healthy["health"] == "healthy", healthy["breaches"]
+        assert healthy["window"]["all"]["error_ratio"] < 1.0  # better than the baseline
+        assert all(healthy["window"][f"country={c}"]["invalid"] == 0 for c in COUNTRIES)
         assert decisions(topics) == []
 
         # The rogue version arrives through the normal path: a PUBLISHED record.

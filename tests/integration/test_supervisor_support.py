@@ -365,11 +365,14 @@ def good_and_rogue_models(rogue_country: str = "DE") -> tuple[ModelArtifact, Mod
 class CountryFeeder(threading.Thread):
     """Writes feature vectors at a steady rate, countries in turn (the featurizer's role)."""
 
-    def __init__(self, settings: CommonSettings, *, rate: float = 1500.0, seed: int = 7) -> None:
+    def __init__(
+        self, settings: CommonSettings, *, rate: float = 1500.0, seed: int = 7, labels: bool = False
+    ):
         super().__init__(name="feeder", daemon=True)
         self.settings = settings
         self.rate = rate
-        self.x, _y, self.countries = rows_with_countries(4096, seed)
+        self.labels = labels  # also write each pupdate's realised likes (its instance) at once
+        self.x, self.y, self.countries = rows_with_countries(4096, seed)
         self.next = 0
         self.written: list[str] = []
         self._halt = threading.Event()
@@ -386,6 +389,16 @@ class CountryFeeder(threading.Thread):
                 i, self.x[k], country=self.countries[k], baseline=2.0 + (i % 5), posted_at=now_ms() - 10
             )
             self._producer.produce(topic, FV.encode(rec), key=rec["pupdate_id"])
+            if self.labels:
+                inst = instance(
+                    rec["pupdate_id"],
+                    likes=int(self.y[k]),
+                    baseline=rec["baseline"],
+                    country=self.countries[k],
+                )
+                self._producer.produce(
+                    self.settings.topic(INSTANCES), INST.encode(inst), key=rec["pupdate_id"]
+                )
             self.written.append(rec["pupdate_id"])
         self._producer.flush(30)
 
