@@ -15,7 +15,7 @@ RUFF := $(BIN)/ruff
 # Holds the hash of pyproject.toml + constraints.txt the venv was installed from.
 STAMP := $(VENV)/.pooch-installed
 
-.PHONY: help venv demo test lint format down constraints
+.PHONY: help venv tools demo test lint format down constraints
 
 help:
 	@echo "make demo         the main job: stack + services + simulated Sniffable, ending in a report"
@@ -41,6 +41,14 @@ venv:
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
 	echo "$$want" > $(STAMP)
 
+# promtool checks the alert rules in deploy/prometheus (Debian's prometheus package ships it).
+tools:
+	@command -v promtool >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "promtool missing: install Debian's prometheus package (the alert-rule tests need it)" >&2; fi
+
 demo: venv
 	$(POOCH) demo
 	$(POOCH) stack status
@@ -48,7 +56,7 @@ demo: venv
 # The stack is started only if it is not running, and only what this run started is stopped
 # afterwards (also on failure or Ctrl-C). pytest's exit code is make's; "no tests collected"
 # (5) is a failure too, since it means the suite silently vanished.
-test: venv
+test: venv tools
 	$(RUFF) check .
 	$(POOCH) stack prereqs
 	@record="$$(mktemp)"; \
