@@ -10,7 +10,7 @@ import pytest
 
 from libs.common.serde import default_store
 from services.collector import validation as v
-from tests.unit.test_collector_fakes import NOW_MS, like, make_processor, pupdate
+from tests.unit.collector_fakes import NOW_MS, like, make_processor, pupdate
 
 T0 = 1000.0  # monotonic clock of the tests
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.collector.state import BoundedMap, BoundedSet, CollectorState
 from services.collector.waiting import WaitingRoom
-from tests.unit.test_collector_fakes import FakeMessage
+from tests.unit.collector_fakes import FakeMessage
 
 
 def test_bounded_set_forgets_the_oldest_past_its_size():

@@ -7,7 +7,7 @@ import pytest
 from libs.common.serde import default_store
 from services.collector import validation as v
 from services.collector.settings import CollectorSettings
-from tests.unit.test_collector_fakes import NOW_MS, like, pupdate
+from tests.unit.collector_fakes import NOW_MS, like, pupdate
 
 LIMITS = v.Limits()
 
