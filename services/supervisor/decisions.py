@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from services.supervisor.catalog import (
@@ -219,15 +218,6 @@ def breach_events(catalog: Catalog, breach: Breach, others: list[Breach], actor:
 
 
 # -- writing -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Written:
-    events: list[dict[str, Any]]
-    seconds: float
-
-
-Writer = Callable[[list[dict[str, Any]]], None]
 
 
 class RedisStatus:

@@ -149,21 +149,27 @@ class Supervisor:
         now_ms = int(time.time() * 1000)
         start_ms = self.rebuild_from_ms(now_ms)
         assignment = [TopicPartition(self.topics["models"], 0, models_offset)]
-        for name in ("predictions", "instances"):
-            topic = self.topics[name]
-            meta = consumer.list_topics(topic, timeout=10)
-            if meta.topics[topic].error is not None:
-                raise confluent_kafka.KafkaException(meta.topics[topic].error)
-            partitions = sorted(meta.topics[topic].partitions)
-            wanted = [TopicPartition(topic, p, start_ms) for p in partitions]
-            found = consumer.offsets_for_times(wanted, timeout=10)
-            for tp in found:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                offset = tp.offset if tp.offset >= 0 else high
-                assignment.append(TopicPartition(topic, tp.partition, offset))
-                if high > offset:
-                    self.rebuild_ends[(topic, tp.partition)] = high
-        consumer.assign(assignment)
+        self.rebuild_ends = {}
+        try:
+            for name in ("predictions", "instances"):
+                topic = self.topics[name]
+                meta = consumer.list_topics(topic, timeout=10)
+                if meta.topics[topic].error is not None:
+                    raise confluent_kafka.KafkaException(meta.topics[topic].error)
+                partitions = sorted(meta.topics[topic].partitions)
+                wanted = [TopicPartition(topic, p, start_ms) for p in partitions]
+                for tp in consumer.offsets_for_times(wanted, timeout=10):
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, tp.partition), timeout=10
+                    )
+                    offset = tp.offset if tp.offset >= 0 else high
+                    assignment.append(TopicPartition(topic, tp.partition, offset))
+                    if high > offset:
+                        self.rebuild_ends[(topic, tp.partition)] = high
+            consumer.assign(assignment)
+        except BaseException:
+            consumer.close()
+            raise
         self.consumer = consumer
         behind = sum(
             high - a.offset for a in assignment if (high := self.rebuild_ends.get((a.topic, a.partition)))

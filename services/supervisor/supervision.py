@@ -11,7 +11,17 @@ from typing import Any
 from services.supervisor.catalog import Catalog
 from services.supervisor.experiments import Experiments
 from services.supervisor.policies import DECISIVE, Breach, PolicySet, evaluate, strongest
-from services.supervisor.windows import NO_SUBJECT, Label, LabelJoin, Obs, PendingPrediction, Windows
+from services.supervisor.windows import (
+    NO_SUBJECT,
+    Label,
+    LabelJoin,
+    LabelTally,
+    Obs,
+    PendingPrediction,
+    Tally,
+    Windows,
+    figures_of,
+)
 
 
 @dataclass
@@ -210,9 +220,7 @@ class Supervision:
         }
 
 
-def _figs(tally) -> dict[str, Any]:
-    from services.supervisor.windows import LabelTally, figures_of
-
+def _figs(tally: Tally) -> dict[str, Any]:
     f = figures_of(tally, LabelTally(), None, None)
     keep = (
         "predictions",
