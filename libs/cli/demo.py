@@ -44,6 +44,7 @@ def demo_environment(prefix: str, config: SimConfig) -> dict[str, str]:
         "POOCH_TRAINER_MIN_INSTANCES": "150",
         "POOCH_TRAINER_RETRAIN_EVERY": "400",
         "POOCH_TRAINER_RETRAIN_INTERVAL_S": "20",
+        "POOCH_SUPERVISOR_LABEL_HORIZON_S": str(int(config.horizon_s)),
     }
 
 
@@ -166,6 +167,14 @@ def _print_report(settings) -> None:
                 f"{metrics.get('mae_ratio_to_baseline', float('nan')):.3f}",
                 f"{metrics.get('poisson_deviance', float('nan')):.3f}",
             )
+        console.print(table)
+    decisions = [m for m in models if m["kind"] != "PUBLISHED"]
+    if decisions:
+        table = Table(title="decisions on models (supervisor and operators)")
+        for col in ("kind", "version", "by", "reason"):
+            table.add_column(col)
+        for m in decisions:
+            table.add_row(m["kind"], m["model_version"], m["actor"], m["reason"][:120])
         console.print(table)
     if predictions:
         arms = Table(title="predictions by arm")

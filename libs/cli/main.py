@@ -7,6 +7,7 @@ import typer
 from libs.cli.collector import collector
 from libs.cli.demo import demo
 from libs.cli.featurizer import featurizer_app
+from libs.cli.models import experiments, models_app, supervisor
 from libs.cli.scorer import scorer_app
 from libs.cli.simulate import simulate
 from libs.cli.stack import stack_app
@@ -27,6 +28,9 @@ app.command("collector")(collector)
 app.add_typer(featurizer_app, name="featurizer")
 app.add_typer(trainer_app, name="trainer")
 app.add_typer(scorer_app, name="scorer")
+app.command("supervisor")(supervisor)
+app.add_typer(models_app, name="models")
+app.command("experiments")(experiments)
 
 
 if __name__ == "__main__":
