@@ -62,18 +62,7 @@ class CollectorStream:
         self.common = common
         self.settings = settings
         self.raw_topics = [common.topic(PUPDATES_RAW), common.topic(LIKES_RAW)]
-        self.producer = confluent_kafka.Producer(
-            common.kafka_config()
-            | PRODUCER_DEFAULTS
-            | {
-                "client.id": f"collector-{settings.instance_id}",
-                "transactional.id": common.topic(settings.transactional_id),
-                "transaction.timeout.ms": settings.transaction_timeout_ms,
-                "delivery.timeout.ms": settings.transaction_timeout_ms,
-                "linger.ms": 5,
-                "logger": _rdkafka_log,
-            }
-        )
+        self.producer = self._new_producer()
         self.processor = Processor(common, settings, self._produce)
         self.facts = FactsReader(common, settings, self.processor)
         self.consumer: _Consumer | None = None
@@ -90,6 +79,20 @@ class CollectorStream:
         self._gauges = {
             name: m.STATE_ENTRIES.labels(name) for name in ("seen", "pupdates", "dogs", "dead_positions")
         }
+
+    def _new_producer(self) -> confluent_kafka.Producer:
+        return confluent_kafka.Producer(
+            self.common.kafka_config()
+            | PRODUCER_DEFAULTS
+            | {
+                "client.id": f"collector-{self.settings.instance_id}",
+                "transactional.id": self.common.topic(self.settings.transactional_id),
+                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+                "delivery.timeout.ms": self.settings.transaction_timeout_ms,
+                "linger.ms": 5,
+                "logger": _rdkafka_log,
+            }
+        )
 
     # --- start -------------------------------------------------------------------------------------
 
@@ -254,9 +257,15 @@ class CollectorStream:
         try:
             self.producer.abort_transaction(self._txn_timeout)
         except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise
-            log.warning("abort_transaction failed", extra={"error": str(exc)})
+            if not exc.args[0].fatal():
+                log.warning("abort_transaction failed", extra={"error": str(exc)})
+            else:
+                # librdkafka can fail an abort that follows produce calls closely with a fatal
+                # INVALID_TXN_STATE (confluentinc/librdkafka#4849). A new producer with the same
+                # transactional.id fences the old epoch, and the broker aborts what it left open.
+                log.warning("abort failed fatally; replacing the producer", extra={"error": str(exc)})
+                self.producer = self._new_producer()
+                self.producer.init_transactions(self._txn_timeout)
         self.processor.reset()
         self.positions.clear()
         self.committed.clear()
