@@ -66,18 +66,21 @@ class StreamScorer:
             on_assign=self._on_assign,
             **{"enable.auto.commit": False},
         )
-        producer = Producer(
+        self.loop = TransactionalLoop(
+            self.consumer,
+            self._new_producer(),
+            batch_size=self.s.batch_size,
+            poll_timeout=self.s.poll_timeout_s,
+            txn_timeout=self.s.transaction_timeout_s,
+            renew=self._new_producer,
+        )
+
+    def _new_producer(self) -> Producer:
+        return Producer(
             self.s,
             name=f"{SERVICE}-{self.s.instance_id}",
             transactional_id=self.s.transactional_id,
             **{"transaction.timeout.ms": int(self.s.transaction_timeout_s * 1000)},
-        )
-        self.loop = TransactionalLoop(
-            self.consumer,
-            producer,
-            batch_size=self.s.batch_size,
-            poll_timeout=self.s.poll_timeout_s,
-            txn_timeout=self.s.transaction_timeout_s,
         )
 
     # -- one batch ---------------------------------------------------------------------------

@@ -69,7 +69,10 @@ def test_an_aborted_transaction_is_redone_exactly(topics, fatal_abort):
     finally:
         stream.close()
     assert failing.calls >= failing.fail_at and failing.aborts == 1, "the failure was never injected"
-    assert (stream.producer is not failing) == fatal_abort
+    if fatal_abort:
+        assert stream.producer is not failing, "the producer was not replaced after a fatal abort"
+    # Without the injected fatal abort, the real abort may still hit librdkafka#4849 (seen in CI)
+    # and be replaced too: either way the outputs below must be exact.
     good = set(report.good_pupdate_ids) | set(report.good_like_ids)
     assert set(out.fact_ids) == good and max(out.fact_ids.values()) == 1
     assert len(out.dead) == report.bad_total

@@ -187,3 +187,69 @@ def test_unknown_fingerprints_and_garbage_go_to_deadletters_and_the_consumer_kee
     assert sorted(_event_ids(read_all(settings, settings.topic(PUPDATES)))) == sorted(
         f"e{i}" for i in range(50)
     )
+
+
+class _FatalAbortOnce:
+    """A real producer whose first abort fails fatally, as librdkafka#4849 makes it do."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self.aborts = 0
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        self.aborts += 1
+        raise confluent_kafka.KafkaException(
+            confluent_kafka.KafkaError(confluent_kafka.KafkaError.INVALID_TXN_STATE, "injected", fatal=True)
+        )
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
+
+
+def test_transactional_loop_replaces_a_producer_whose_abort_fails_fatally(topics):
+    from libs.common.kafka.transactional import TransactionalLoop
+
+    settings = topics
+    sent = _sample_pupdates(300)
+    feeder = Producer(settings, name="feeder")
+    for i, value in enumerate(sent):
+        feeder.produce(settings.topic(PUPDATES_RAW), value, key=f"p{i}")
+    feeder.flush(30)
+
+    def new_producer() -> Producer:
+        return Producer(settings, name="loop", transactional_id=settings.topic("loop-test"))
+
+    consumer = Consumer(
+        settings,
+        name="loop",
+        group_id=settings.topic("loop"),
+        topics=[settings.topic(PUPDATES_RAW)],
+        **{"enable.auto.commit": False},
+    )
+    doomed = _FatalAbortOnce(new_producer())
+    loop = TransactionalLoop(consumer, doomed, batch_size=100, renew=new_producer)
+    calls = {"n": 0}
+
+    def handler(batch, producer) -> None:
+        for msg in batch:
+            producer.produce(settings.topic(PUPDATES), msg.value(), key=msg.key())
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first transaction fails after producing: it must leave no trace
+            raise confluent_kafka.KafkaException(
+                confluent_kafka.KafkaError(
+                    confluent_kafka.KafkaError._STATE, "injected", txn_requires_abort=True
+                )
+            )
+
+    try:
+        done = 0
+        for _ in range(200):
+            done += loop.run_once(handler)
+            if done >= len(sent):
+                break
+    finally:
+        consumer.close()
+        loop.producer.close()
+    assert doomed.aborts == 1 and loop.renewed_producers == 1 and loop.producer is not doomed
+    ids = _event_ids(read_all(settings, settings.topic(PUPDATES)))
+    assert sorted(ids) == sorted(f"e{i}" for i in range(len(sent))), "lost or duplicated across the renewal"

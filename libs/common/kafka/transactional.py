@@ -33,6 +33,7 @@ class TransactionalLoop:
         batch_size: int = 500,
         poll_timeout: float = 0.2,
         txn_timeout: float = 30.0,
+        renew: Callable[[], Producer] | None = None,
     ) -> None:
         if consumer.auto_commit:
             raise ValueError("a transactional loop needs a consumer with enable.auto.commit=false")
@@ -44,6 +45,9 @@ class TransactionalLoop:
         self.committed_batches = 0
         self.aborted_batches = 0
         self.last_commit_monotonic = time.monotonic()
+        # Builds a replacement producer (same transactional.id) when an abort fails fatally.
+        self.renew = renew
+        self.renewed_producers = 0
         producer.init_transactions(txn_timeout)
 
     def run(self, handler: BatchHandler, shutdown: Shutdown) -> None:
@@ -77,7 +81,18 @@ class TransactionalLoop:
 
     def _abort_and_rewind(self, batch: list[confluent_kafka.Message]) -> None:
         self.aborted_batches += 1
-        self.producer.abort_transaction(self.txn_timeout)
+        try:
+            self.producer.abort_transaction(self.txn_timeout)
+        except KafkaException as exc:
+            # librdkafka can fail an abort that closely follows produce calls with a fatal
+            # INVALID_TXN_STATE (confluentinc/librdkafka#4849). A new producer with the same
+            # transactional.id fences the old epoch and the broker aborts what it left open.
+            if not exc.args[0].fatal() or self.renew is None:
+                raise
+            log.warning("abort failed fatally; replacing the producer", extra={"error": str(exc)})
+            self.producer = self.renew()
+            self.producer.init_transactions(self.txn_timeout)
+            self.renewed_producers += 1
         first: dict[tuple[str, int], int] = {}
         for m in batch:
             key = (m.topic(), m.partition())
