@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from libs.common import serving
 from libs.common.artifacts import ModelArtifact
 from services.scorer.routing import CHALLENGER, CHAMPION, normalise
 
@@ -155,19 +156,11 @@ class Catalog:
         )
 
     def champion(self, ev: str) -> str | None:
-        active = self.activated.get(ev, {}).get(CHAMPION)
-        if active and self.usable(active):
-            return active
-        for v in reversed(self.order.get(ev, [])):
-            if self.usable(v):
-                return v
-        return None
+        return serving.champion(self.order.get(ev, []), self.activated.get(ev, {}).get(CHAMPION), self.usable)
 
     def challenger(self, ev: str) -> str | None:
-        c = self.activated.get(ev, {}).get(CHALLENGER)
-        if c and self.usable(c) and c != self.champion(ev):
-            return c
-        return None
+        activated = self.activated.get(ev, {}).get(CHALLENGER)
+        return serving.challenger(activated, self.champion(ev), self.usable)
 
     def extractors(self) -> list[str]:
         return [ev for ev, versions in self.order.items() if versions]

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from libs.common import serving
+
 CHAMPION, CHALLENGER, BASELINE = "champion", "challenger", "baseline"
 ARMS = (CHAMPION, CHALLENGER, BASELINE)
 STATUS_ACTIVE, STATUS_PAUSED, STATUS_RETIRED = "active", "paused", "retired"
@@ -191,19 +193,11 @@ class Catalog:
         return v is not None and v.published and v.status == STATUS_ACTIVE
 
     def champion(self, ev: str) -> str | None:
-        active = self.activated.get(ev, {}).get(CHAMPION)
-        if active and self.usable(active):
-            return active
-        for version in reversed(self.order.get(ev, [])):
-            if self.usable(version):
-                return version
-        return None
+        return serving.champion(self.order.get(ev, []), self.activated.get(ev, {}).get(CHAMPION), self.usable)
 
     def challenger(self, ev: str) -> str | None:
-        c = self.activated.get(ev, {}).get(CHALLENGER)
-        if c and self.usable(c) and c != self.champion(ev):
-            return c
-        return None
+        activated = self.activated.get(ev, {}).get(CHALLENGER)
+        return serving.challenger(activated, self.champion(ev), self.usable)
 
     def serving(self, ev: str, arm: str) -> str | None:
         if arm == BASELINE:

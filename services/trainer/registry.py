@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from libs.common import serving
 from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,9 @@ class Registry:
         return version in self.published and version not in self.paused and version not in self.retired
 
     def champion_version(self, extractor_version: str) -> str | None:
-        active = self.activated.get(extractor_version)
-        if active and self.usable(active):
-            return active
-        for v in reversed(self.order.get(extractor_version, [])):
-            if self.usable(v):
-                return v
-        return None
+        return serving.champion(
+            self.order.get(extractor_version, []), self.activated.get(extractor_version), self.usable
+        )
 
     def champion_text(self, extractor_version: str) -> tuple[ModelArtifact, str] | None:
         """The champion's artifact and verified text (None when there is no usable champion)."""
