@@ -6,10 +6,6 @@ model events are written as the scorer, the featurizer and the trainer would wri
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,10 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import lightgbm as lgb
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from libs.common.artifacts import ModelArtifact, build_artifact
 from libs.common.features.extractors import CATEGORICAL, country_code
@@ -28,10 +22,10 @@ from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import FEATURES, INSTANCES, MODELS, PREDICTIONS
-from libs.stack.processes import free_port
 from services.scorer.fixtures import V1_NAMES, feature_record, publish_events, synthetic_rows
 
 from .kafkautil import read_all, wait_for
+from .procs import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PRED = serde("prediction")
@@ -46,53 +40,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SupervisorProcess:
-    """One supervisor process with its own port and log file."""
+class SupervisorProcess(ServiceProcess):
+    """One supervisor process with its own port and log file; the operator token is the test's."""
 
     def __init__(self, settings: CommonSettings, log_dir: Path, *, token: str | None = TOKEN, **opts: Any):
-        self.settings = settings
-        self.port = free_port()
-        self.log_path = log_dir / f"supervisor-{self.port}.log"
-        env = os.environ | {
-            "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "POOCH_REDIS_URL": settings.redis_url,
-            "POOCH_TOPIC_PREFIX": settings.topic_prefix,
-            "POOCH_LOG_FORMAT": "json",
-            "POOCH_SUPERVISOR_PORT": str(self.port),
-            "POOCH_SUPERVISOR_HOST": "127.0.0.1",
-            "POOCH_SUPERVISOR_LABEL_HORIZON_S": "60",
-            "PYTHONPATH": str(REPO),
-        }
-        env.pop("POOCH_SUPERVISOR_OPERATOR_TOKEN", None)
+        extra = {"POOCH_SUPERVISOR_LABEL_HORIZON_S": "60"}
         if token is not None:
-            env["POOCH_SUPERVISOR_OPERATOR_TOKEN"] = token
-        env |= {f"POOCH_SUPERVISOR_{k.upper()}": str(v) for k, v in opts.items()}
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.supervisor"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+            extra["POOCH_SUPERVISOR_OPERATOR_TOKEN"] = token
+        super().__init__("supervisor", settings, log_dir, extra_env=extra, **opts)
 
-    def log_tail(self, n: int = 6000) -> str:
-        return self.log_path.read_bytes()[-n:].decode(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> SupervisorProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"supervisor exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"supervisor not ready after {timeout}s:\n{self.log_tail()}")
+    metric = ServiceProcess.metric_sum  # the supervisor tests' name for it
 
     def models(self) -> dict[str, Any]:
         return self.http.get("/v1/models").json()
@@ -105,41 +62,6 @@ class SupervisorProcess:
 
     def windows_state(self) -> dict[str, Any]:
         return self.http.get("/v1/windows").json()
-
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        out = {}
-        for family in text_string_to_metric_families(self.http.get("/metrics").text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
-
-    def metric(self, name: str, **labels: str) -> float:
-        return sum(
-            v
-            for (n, lbl), v in self.metrics().items()
-            if n == name and all(dict(lbl).get(k) == x for k, x in labels.items())
-        )
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._close()
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close()
-        return self.proc.returncode
-
-    def _close(self) -> None:
-        self.http.close()
-        if not self._log.closed:
-            self._log.close()
 
 
 # -- models ------------------------------------------------------------------------------------
