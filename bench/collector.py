@@ -38,11 +38,11 @@ import httpx
 from libs.common.admin import delete_topics, ensure_topics, list_topics
 from libs.common.lifecycle import Shutdown
 from libs.common.settings import CommonSettings
-from libs.sniffable import KafkaSink, ListSink, NullSink, SimConfig, run
-from libs.sniffable.sinks import HTTP_PATHS
-from libs.stack.processes import free_port
 from services.collector.settings import CollectorSettings
 from services.collector.stream import CollectorStream
+from sniffable import KafkaSink, ListSink, NullSink, SimConfig, run
+from sniffable.sinks import HTTP_PATHS
+from tooling.stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

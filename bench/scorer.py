@@ -60,7 +60,6 @@ from libs.common.kafka.producer import Producer  # noqa: E402
 from libs.common.serde import serde  # noqa: E402
 from libs.common.settings import CommonSettings  # noqa: E402
 from libs.common.topics import CONTRACT, FEATURES  # noqa: E402
-from libs.stack.processes import free_port  # noqa: E402
 from services.scorer.fixtures import (  # noqa: E402
     V1_NAMES,
     feature_record,
@@ -69,6 +68,7 @@ from services.scorer.fixtures import (  # noqa: E402
     synthetic_rows,
     train_model_text,
 )
+from tooling.stack.processes import free_port  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 MLSERVER_VENV = CACHE / "mlserver-venv"

@@ -4,7 +4,7 @@ Where Kafka and Redis come from, first match wins (each of the two on its own):
 
 1. ``POOCH_KAFKA_BOOTSTRAP`` / ``POOCH_REDIS_URL`` when set;
 2. testcontainers, when a Docker engine answers;
-3. the local stack (``libs.stack``): reused when already up, else started for the session
+3. the local stack (``tooling.stack``): reused when already up, else started for the session
    and stopped at its end (only what this session started).
 
 Every test under ``tests/integration`` gets the ``integration`` marker automatically.
@@ -23,9 +23,9 @@ import pytest
 
 from libs.common.admin import delete_topics, ensure_topics, list_topics
 from libs.common.settings import CommonSettings, common_settings
-from libs.stack import LocalStack, StackError
-from libs.stack.config import StackSettings
-from libs.stack.processes import free_port
+from tooling.stack import LocalStack, StackError
+from tooling.stack.config import StackSettings
+from tooling.stack.processes import free_port
 
 INTEGRATION = Path(__file__).parent / "integration"
 # Contract topics per test: few partitions keep creation and consumer-group joins fast.

@@ -1,6 +1,6 @@
 """Synthetic instances with real signal, for the trainer's tests, benchmark and demos.
 
-Not the simulation (``libs/sniffable`` has the hidden ground truth of the whole app): a small,
+Not the simulation (``sniffable`` has the hidden ground truth of the whole app): a small,
 fast world that writes ``instance`` records directly, with the v1 feature names, so the trainer
 can be tested alone. Likes ~ Poisson(mu) with
 

@@ -20,7 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from libs.common.settings import CommonSettings
-from libs.stack.processes import free_port
+from tooling.stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import LIKES, PUPDATES
-from libs.sniffable import SimConfig, Simulation
+from sniffable import SimConfig, Simulation
 
 START_MS = 1_795_000_000_000
 

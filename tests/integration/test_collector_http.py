@@ -8,8 +8,8 @@ import time
 
 from libs.common.serde import serde
 from libs.common.topics import DEADLETTERS
-from libs.sniffable import DUPLICATE, HTTP_KINDS, ListSink, SimConfig, run
-from libs.sniffable.sinks import HTTP_PATHS
+from sniffable import DUPLICATE, HTTP_KINDS, ListSink, SimConfig, run
+from sniffable.sinks import HTTP_PATHS
 
 from .kafkautil import read_all
 from .test_collector_support import CollectorProcess, Outputs, wait_for_outputs

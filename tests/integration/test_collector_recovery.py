@@ -7,9 +7,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from libs.common.lifecycle import Shutdown
-from libs.sniffable import KafkaSink, SimConfig, run
 from services.collector.settings import CollectorSettings
 from services.collector.stream import CollectorStream
+from sniffable import KafkaSink, SimConfig, run
 
 from .test_collector_support import Outputs, wait_for_outputs
 

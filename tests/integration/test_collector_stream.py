@@ -15,7 +15,7 @@ import confluent_kafka
 from libs.common.kafka.producer import Producer
 from libs.common.serde import Serde, default_store
 from libs.common.topics import LIKES, LIKES_RAW, PUPDATES, PUPDATES_RAW
-from libs.sniffable import DUPLICATE, KAFKA_KINDS, KafkaSink, ListSink, SimConfig, SimulationReport, run
+from sniffable import DUPLICATE, KAFKA_KINDS, KafkaSink, ListSink, SimConfig, SimulationReport, run
 
 from .kafkautil import end_offsets, read_all
 from .test_collector_support import CollectorProcess, Outputs, wait_for_outputs

@@ -14,9 +14,9 @@ import pytest
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import FEATURES, INSTANCES, PUPDATES
-from libs.sniffable import SimConfig
-from libs.stack.processes import free_port
-from services.featurizer.backfill import backfill
+from sniffable import SimConfig
+from tooling.offline.backfill import backfill
+from tooling.stack.processes import free_port
 
 from .feature_reference import reference
 from .kafkautil import read_all, wait_for

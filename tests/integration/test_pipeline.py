@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from libs.common.serde import serde
 from libs.common.topics import MODELS
-from libs.sniffable import SimConfig
+from sniffable import SimConfig
 
 from .kafkautil import read_all, wait_for
 from .procs import ServiceProcess

@@ -16,8 +16,8 @@ from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import FEATURES, PREDICTIONS
-from libs.stack.processes import free_port
 from services.scorer.fixtures import V1_NAMES, feature_record, synthetic_rows
+from tooling.stack.processes import free_port
 
 from .kafkautil import read_all, wait_for
 from .procs import ServiceProcess

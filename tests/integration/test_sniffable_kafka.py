@@ -8,7 +8,7 @@ from collections import Counter
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
-from libs.sniffable import KafkaSink, SimConfig, run
+from sniffable import KafkaSink, SimConfig, run
 from tests.integration.kafkautil import read_all
 
 START = 1_700_000_000_000

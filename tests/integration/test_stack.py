@@ -12,7 +12,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from typer.testing import CliRunner
 
-from libs.cli.main import app
 from libs.common.admin import (
     AdminUnavailableError,
     admin_client,
@@ -23,8 +22,9 @@ from libs.common.admin import (
 )
 from libs.common.settings import CommonSettings
 from libs.common.topics import CONTRACT, DEADLETTERS, FEATURES, MODELS, PUPDATES
-from libs.stack import LocalStack, StackError
-from libs.stack.processes import free_port, port_free
+from tooling.cli.main import app
+from tooling.stack import LocalStack, StackError
+from tooling.stack.processes import free_port, port_free
 
 MiB = 1024 * 1024
 

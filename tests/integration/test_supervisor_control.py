@@ -8,7 +8,7 @@ import json
 import redis
 from typer.testing import CliRunner
 
-from libs.cli.models import experiments, models_app
+from tooling.cli.models import experiments, models_app
 
 from .test_supervisor_support import (
     TOKEN,

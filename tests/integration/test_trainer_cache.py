@@ -14,8 +14,8 @@ from libs.common.artifacts import ModelCache, build_artifact, rebuild_cache
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import MODELS
-from libs.stack.processes import free_port
 from services.trainer.synthetic import SyntheticWorld
+from tooling.stack.processes import free_port
 
 from .kafkautil import wait_for
 from .test_trainer_service import TrainerProc, feed, wait_published

@@ -7,12 +7,12 @@ import math
 import numpy as np
 from typer.testing import CliRunner
 
-from libs.cli.trainer import trainer_app
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import INSTANCES, LIKES, PUPDATES
-from services.trainer.compare import compare_versions
 from services.trainer.train import TrainParams
+from tooling.cli.trainer import trainer_app
+from tooling.offline.compare import compare_versions
 
 from .kafkautil import end_offsets
 

@@ -26,9 +26,9 @@ from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import INSTANCES, MODELS
-from libs.stack.processes import free_port
 from services.trainer.synthetic import NAMES, SyntheticWorld, probe_set
 from services.trainer.train import predict
+from tooling.stack.processes import free_port
 
 from .kafkautil import read_all, wait_for
 

@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from libs.common.health import Probes
-from libs.stack.processes import free_port
 from services.scorer.fixtures import make_artifact, train_model_text
 from services.scorer.http_api import create_app
 from services.scorer.registry import Registry
 from services.scorer.routing import Router
 from services.scorer.settings import ScorerSettings
 from services.scorer.whatif import WhatIf
+from tooling.stack.processes import free_port
 
 
 def draft(**kw):

@@ -9,8 +9,8 @@ import pytest
 
 from libs.common.serde import CorruptBodyError, NotSingleObjectError, UnknownSchemaError, serde
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
-from libs.sniffable import DUPLICATE, HTTP_KINDS, KAFKA_KINDS, LIKE, PUPDATE, SimConfig, Simulation
-from libs.sniffable.badinput import ALLOWED_SIZES, MAX_CAPTION
+from sniffable import DUPLICATE, HTTP_KINDS, KAFKA_KINDS, LIKE, PUPDATE, SimConfig, Simulation
+from sniffable.badinput import ALLOWED_SIZES, MAX_CAPTION
 
 START = 1_700_000_000_000
 STEM = {PUPDATES_RAW: "pupdate_raw", LIKES_RAW: "like_raw"}

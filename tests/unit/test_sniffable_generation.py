@@ -13,8 +13,8 @@ import pytest
 
 from libs.common.serde import serde
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
-from libs.sniffable import LIKE, PUPDATE, SimConfig, Simulation
-from libs.sniffable.app import ALL_APPS, APP_VERSIONS, WEB, Codec, like_record
+from sniffable import LIKE, PUPDATE, SimConfig, Simulation
+from sniffable.app import ALL_APPS, APP_VERSIONS, WEB, Codec, like_record
 
 START = 1_700_000_000_000
 STEM = {PUPDATES_RAW: "pupdate_raw", LIKES_RAW: "like_raw"}
@@ -192,7 +192,7 @@ def test_drain_stops_posting_early_so_the_last_pupdates_get_their_likes():
 def test_same_bytes_in_other_processes_whatever_the_hash_seed():
     """Nothing may depend on set order or ``hash()``: a seed replays across processes."""
     code = (
-        "import hashlib; from libs.sniffable import SimConfig, Simulation; h = hashlib.sha256()\n"
+        "import hashlib; from sniffable import SimConfig, Simulation; h = hashlib.sha256()\n"
         f"config = SimConfig(seed=11, start_ms={START}, max_events=5000, bad_share=0.05)\n"
         "for e in Simulation(config).events():\n"
         "    h.update(e.value)\n"

@@ -10,8 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from libs.cli.simulate import simulate
-from libs.sniffable import (
+from sniffable import (
     DUPLICATE,
     LIKE,
     PUPDATE,
@@ -25,7 +24,8 @@ from libs.sniffable import (
     events_log_path,
     run,
 )
-from libs.sniffable.clock import VirtualClock, diurnal_factor
+from sniffable.clock import VirtualClock, diurnal_factor
+from tooling.cli.simulate import simulate
 
 START = 1_700_000_000_000
 

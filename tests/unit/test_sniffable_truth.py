@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from libs.sniffable import LIKE, PUPDATE, SimConfig, Simulation, expected_likes
-from libs.sniffable import truth as t
-from libs.sniffable.world import COUNTRIES, HASHTAGS, SIZES, VARIANT_TO_CONCEPT
+from sniffable import LIKE, PUPDATE, SimConfig, Simulation, expected_likes
+from sniffable import truth as t
+from sniffable.world import COUNTRIES, HASHTAGS, SIZES, VARIANT_TO_CONCEPT
 
 START = 1_700_000_000_000
 HORIZON_MS = 86_400_000

@@ -80,4 +80,3 @@ class OnlineView:
 
 def _load(raw: bytes | str | None) -> Any:
     return json.loads(raw) if raw else None
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from libs.cli.output import console, fail, progress
+from tooling.cli.output import console, fail, progress
 
 featurizer_app = typer.Typer(
     help="Featurizer: point-in-time features and labels from the facts.",
@@ -29,8 +29,8 @@ def backfill(
 ) -> None:
     """Replay the facts from the beginning and write the instances VERSION would have produced."""
     from libs.common.features.extractors import EXTRACTORS
-    from services.featurizer.backfill import backfill as run_backfill
     from services.featurizer.settings import FeaturizerSettings
+    from tooling.offline.backfill import backfill as run_backfill
 
     if extractor not in EXTRACTORS:
         fail(f"unknown extractor version {extractor!r}", hint=f"known: {', '.join(sorted(EXTRACTORS))}")

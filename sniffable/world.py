@@ -1,7 +1,7 @@
 """The population of the simulated Sniffable: dogs, owners, sniffers and what they choose from.
 
 Everything here is *usage* (who exists and how often they pick what). How much each choice is
-worth in likes is the hidden ground truth in :mod:`libs.sniffable.truth`; keeping the two apart
+worth in likes is the hidden ground truth in :mod:`sniffable.truth`; keeping the two apart
 means the world can be re-weighted without touching the formula the models are scored against.
 
 The world is built once per simulation from a numpy ``Generator`` (vectorised, so 100k dogs take

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from libs.common.admin import TopicAdminError
-from libs.stack.errors import StackError
+from tooling.stack.errors import StackError
 
 console = Console()
 err_console = Console(stderr=True)

@@ -13,7 +13,6 @@ import time
 import typer
 from rich.table import Table
 
-from libs.cli.output import console, expected_errors, progress
 from libs.common.kafka.reader import read_topic
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import (
@@ -27,8 +26,9 @@ from libs.common.topics import (
     PUPDATES,
     PUPDATES_RAW,
 )
-from libs.sniffable import KafkaSink, SimConfig, run
-from libs.stack.manager import INFRA, SERVICES, LocalStack
+from sniffable import KafkaSink, SimConfig, run
+from tooling.cli.output import console, expected_errors, progress
+from tooling.stack.manager import INFRA, SERVICES, LocalStack
 
 
 def demo_environment(prefix: str, config: SimConfig) -> dict[str, str]:

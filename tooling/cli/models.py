@@ -6,9 +6,9 @@ Reading needs nothing; changing needs the operator token (``--token`` or
 
 ``pooch supervisor`` runs the service itself (the same as ``python -m services.supervisor``).
 
-Register in ``libs/cli/main.py``::
+Register in ``tooling/cli/main.py``::
 
-    from libs.cli.models import experiments, models_app, supervisor
+    from tooling.cli.models import experiments, models_app, supervisor
     app.add_typer(models_app, name="models")
     app.command("experiments")(experiments)
     app.command("supervisor")(supervisor)
@@ -23,7 +23,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from libs.cli.output import console, fail
+from tooling.cli.output import console, fail
 
 DEFAULT_URL = "http://127.0.0.1:8005"
 

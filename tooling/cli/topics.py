@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from libs.cli.output import console, expected_errors
-from libs.cli.stack import topics_table
 from libs.common.admin import describe_topics, ensure_topics
 from libs.common.settings import CommonSettings
+from tooling.cli.output import console, expected_errors
+from tooling.cli.stack import topics_table
 
 topics_app = typer.Typer(help="Show (and create) the contract topics.", invoke_without_command=True)
 

@@ -4,9 +4,9 @@ It behaves like the real one as far as the rest of the system can tell: several 
 writing older raw schemas at once, heavy-tailed followers, hashtags spelt many ways, posters
 all over the world, likes trickling in over the label horizon (some late, some out of order)
 and a share of bad input of every kind the collector has to reject. Behind it is a hidden
-ground truth (:mod:`libs.sniffable.truth`) that models can be scored against.
+ground truth (:mod:`sniffable.truth`) that models can be scored against.
 
-    from libs.sniffable import SimConfig, Simulation, run, KafkaSink
+    from sniffable import SimConfig, Simulation, run, KafkaSink
 
     for ev in Simulation(SimConfig(seed=7, max_events=1_000)).events():
         ...                                    # pure: no I/O, no sleeping

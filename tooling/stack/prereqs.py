@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from libs.stack.errors import StackError
+from tooling.stack.errors import StackError
 
 Report = Callable[[str], None]
 MIN_JAVA = 17  # Kafka 4 brokers need Java 17+

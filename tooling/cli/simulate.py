@@ -15,11 +15,10 @@ from pathlib import Path
 
 import typer
 
-from libs.cli.output import console, err_console, fail
 from libs.common.kafka.errors import DeliveryError, KafkaUnavailableError
 from libs.common.logs import configure_logging
 from libs.common.settings import CommonSettings
-from libs.sniffable import (
+from sniffable import (
     HTTP_KINDS,
     HttpSink,
     KafkaSink,
@@ -29,6 +28,7 @@ from libs.sniffable import (
     SinkUnavailableError,
     run,
 )
+from tooling.cli.output import console, err_console, fail
 
 SINKS = ("kafka", "http", "null")
 

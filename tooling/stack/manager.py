@@ -19,10 +19,10 @@ from typing import Any
 
 from libs.common.admin import EnsureReport, TopicAdminError, TopicState, describe_topics, ensure_topics
 from libs.common.settings import CommonSettings
-from libs.stack import kafka, prereqs, redis, services
-from libs.stack.config import StackPaths, StackSettings
-from libs.stack.errors import StackError
-from libs.stack.processes import ManagedProcess, cmdline, cwd, describe_pid, port_free, port_owner
+from tooling.stack import kafka, prereqs, redis, services
+from tooling.stack.config import StackPaths, StackSettings
+from tooling.stack.errors import StackError
+from tooling.stack.processes import ManagedProcess, cmdline, cwd, describe_pid, port_free, port_owner
 
 log = logging.getLogger(__name__)
 

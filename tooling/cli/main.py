@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from libs.cli.collector import collector
-from libs.cli.demo import demo
-from libs.cli.featurizer import featurizer_app
-from libs.cli.models import experiments, models_app, supervisor
-from libs.cli.scorer import scorer_app
-from libs.cli.simulate import simulate
-from libs.cli.stack import stack_app
-from libs.cli.topics import topics_app
-from libs.cli.trainer import trainer_app
+from tooling.cli.collector import collector
+from tooling.cli.demo import demo
+from tooling.cli.featurizer import featurizer_app
+from tooling.cli.models import experiments, models_app, supervisor
+from tooling.cli.scorer import scorer_app
+from tooling.cli.simulate import simulate
+from tooling.cli.stack import stack_app
+from tooling.cli.topics import topics_app
+from tooling.cli.trainer import trainer_app
 
 app = typer.Typer(
     name="pooch",

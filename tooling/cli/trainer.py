@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from libs.cli.output import console, fail, progress
+from tooling.cli.output import console, fail, progress
 
 trainer_app = typer.Typer(
     help="Trainer: LightGBM models learned continuously from instances, published on models.",
@@ -44,8 +44,8 @@ def compare(
 ) -> None:
     """Train one model per extractor version on the same history; print their metrics side by side."""
     from libs.common.features.extractors import EXTRACTORS
-    from services.trainer.compare import COLUMNS, compare_versions
     from services.trainer.settings import TrainerSettings
+    from tooling.offline.compare import COLUMNS, compare_versions
 
     if len(set(extractor)) < 2:
         fail("give at least two different --extractor versions", hint="pooch trainer compare -e v1 -e v2")

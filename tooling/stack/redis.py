@@ -6,9 +6,9 @@ import time
 
 import redis as redis_client
 
-from libs.stack.config import StackPaths, StackSettings
-from libs.stack.errors import StackError
-from libs.stack.processes import ManagedProcess, tail
+from tooling.stack.config import StackPaths, StackSettings
+from tooling.stack.errors import StackError
+from tooling.stack.processes import ManagedProcess, tail
 
 NAME = "redis"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from libs.stack.errors import StackError
-from libs.stack.processes import ManagedProcess, tail
+from tooling.stack.errors import StackError
+from tooling.stack.processes import ManagedProcess, tail
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 Memory stays proportional to the pupdates still collecting likes, not to their likes: each
 pupdate holds one heap entry, a :class:`LikeStream` that draws its like times lazily in
 increasing order (sequential order statistics of uniforms through the monotone inverse CDF of
-:class:`~libs.sniffable.truth.LikeTiming`) and its sniffers as ``a + k*b mod n`` with ``b``
+:class:`~sniffable.truth.LikeTiming`) and its sniffers as ``a + k*b mod n`` with ``b``
 coprime to ``n``, so no sniffer likes one pupdate twice without keeping a set per pupdate.
 
 A share of likes arrives late in *send* order (``jitter``): the phone was offline, a retry

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from libs.cli.output import console, err_console, expected_errors, progress
 from libs.common.admin import TopicState
-from libs.stack.manager import COMPONENTS, LocalStack, StackStatus
+from tooling.cli.output import console, err_console, expected_errors, progress
+from tooling.stack.manager import COMPONENTS, LocalStack, StackStatus
 
 stack_app = typer.Typer(
     help="Run the local stack: real Kafka (KRaft) and Redis as local processes.",

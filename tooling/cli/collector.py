@@ -1,6 +1,6 @@
 """``pooch collector``: run the collector (raw topics to facts, and its HTTP API) in the foreground.
 
-Registered in ``libs/cli/main.py`` as ``app.command("collector")(collector)``. Options override
+Registered in ``tooling/cli/main.py`` as ``app.command("collector")(collector)``. Options override
 the ``POOCH_COLLECTOR_*`` environment; everything else is configured there (see
 ``services/collector/settings.py`` and ``docs/collector.md``).
 """

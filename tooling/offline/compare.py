@@ -117,7 +117,7 @@ def compare_versions(
         if todo:
             if horizon_ms is None:
                 raise ValueError("horizon_ms is needed to backfill")
-            from services.featurizer.backfill import backfill as run_backfill
+            from tooling.offline.backfill import backfill as run_backfill
 
             for v in todo:
                 progress(f"backfilling extractor {v} from the fact topics")

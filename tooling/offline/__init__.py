@@ -1,0 +1,1 @@
+"""Offline jobs over the immutable facts: backfilling another extractor version, comparing versions."""
