@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
+from libs.common.kafka.clients import new_admin
 from libs.common.kafka.errors import KafkaUnavailableError
 from libs.common.settings import CommonSettings
 from libs.common.topics import CONTRACT, TopicSpec
@@ -85,13 +86,13 @@ class _Deadline:
 
 
 def admin_client(settings: CommonSettings) -> AdminClient:
-    return AdminClient(
-        settings.kafka_config()
-        | {
+    return new_admin(
+        settings,
+        **{
             "socket.connection.setup.timeout.ms": 5000,
             "reconnect.backoff.max.ms": 1000,
             "logger": _rdkafka_log,
-        }
+        },
     )
 
 

@@ -13,6 +13,7 @@ import confluent_kafka
 from prometheus_client import Counter
 
 from libs.common.kafka.producer import Producer
+from libs.common.kafka.transactional import TransactionalProducer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS
@@ -56,7 +57,7 @@ class DeadLetters:
             "failed_at": int(time.time() * 1000),
         }
 
-    def send(self, producer: Producer, reason: str, detail: str, **where) -> None:
+    def send(self, producer: Producer | TransactionalProducer, reason: str, detail: str, **where) -> None:
         """Queue a dead letter on ``producer``; durable at its next flush or commit."""
         rec = self.record(reason, detail, **where)
         producer.produce(self.topic, self._serde.encode(rec), key=rec["key"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -31,3 +32,15 @@ class Shutdown:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: self.set(signal.Signals(signum).name))
         return self
+
+
+def close_all(*closers: Callable[[], object] | None) -> None:
+    """Close each part in turn; a part that fails to close is logged and never stops the rest
+    (nor masks the error that led to closing)."""
+    for closer in closers:
+        if closer is None:
+            continue
+        try:
+            closer()
+        except Exception:
+            log.exception("close failed", extra={"part": getattr(closer, "__qualname__", repr(closer))})

@@ -21,6 +21,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
+from libs.common.kafka.clients import new_producer
 from libs.common.settings import CommonSettings
 from services.collector import metrics as m
 from services.collector.kafkalog import rdkafka_logger
@@ -74,24 +75,21 @@ class KafkaGateway:
         self._thread = threading.Thread(target=self._poll_loop, name="collector-http-producer", daemon=True)
 
     def _new_producer(self) -> confluent_kafka.Producer:
-        return confluent_kafka.Producer(
-            self.common.kafka_config()
-            | {
-                "client.id": f"collector-http-{self.settings.instance_id}",
-                "partitioner": "murmur2_random",
-                "enable.idempotence": True,
-                "acks": "all",
+        # The raw client: the gateway tracks each request's delivery itself.
+        return new_producer(
+            self.common,
+            name=f"collector-http-{self.settings.instance_id}",
+            **{
                 "linger.ms": self.settings.http_linger_ms,
-                "compression.type": "lz4",
                 # Undelivered messages are dropped after this: the client was told 503 long ago.
-                "message.timeout.ms": 10_000,
+                "delivery.timeout.ms": 10_000,
                 "queue.buffering.max.messages": 100_000,
                 "socket.connection.setup.timeout.ms": 3_000,
                 "reconnect.backoff.ms": 100,
                 "reconnect.backoff.max.ms": 1_000,
                 "error_cb": self._on_error,
                 "logger": _rdkafka_log,
-            }
+            },
         )
 
     def start(self) -> KafkaGateway:

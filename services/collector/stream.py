@@ -29,9 +29,10 @@ from confluent_kafka import KafkaException, TopicPartition
 from libs.common.deadletters import DEADLETTERS_TOTAL
 from libs.common.kafka.consumer import Consumer
 from libs.common.kafka.errors import KafkaUnavailableError
-from libs.common.kafka.producer import DEFAULTS as PRODUCER_DEFAULTS
+from libs.common.kafka.transactional import Fenced, TransactionAborted, TransactionalProducer
 from libs.common.lifecycle import Shutdown
 from libs.common.metrics import LoopMetrics
+from libs.common.retry import RestartBackoff
 from libs.common.settings import CommonSettings
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
 from services.collector import metrics as m
@@ -62,7 +63,19 @@ class CollectorStream:
         self.common = common
         self.settings = settings
         self.raw_topics = [common.topic(PUPDATES_RAW), common.topic(LIKES_RAW)]
-        self.producer = self._new_producer()
+        self._txn_timeout = max(5.0, settings.transaction_timeout_ms / 1000)
+        self.txn = TransactionalProducer(
+            common,
+            name=f"collector-{settings.instance_id}",
+            transactional_id=common.topic(settings.transactional_id),
+            timeout_s=self._txn_timeout,
+            **{
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "delivery.timeout.ms": settings.transaction_timeout_ms,
+                "linger.ms": 5,
+                "logger": _rdkafka_log,
+            },
+        )
         self.processor = Processor(common, settings, self._produce)
         self.facts = FactsReader(common, settings, self.processor)
         self.consumer: _Consumer | None = None
@@ -75,38 +88,16 @@ class CollectorStream:
         self.last_progress = time.monotonic()
         self.totals = Tallies()  # everything committed, for tests and the benchmark
         self._last_evict = 0.0
-        self._txn_timeout = max(5.0, settings.transaction_timeout_ms / 1000)
         self._gauges = {
             name: m.STATE_ENTRIES.labels(name) for name in ("seen", "pupdates", "dogs", "dead_positions")
         }
-
-    def _new_producer(self) -> confluent_kafka.Producer:
-        return confluent_kafka.Producer(
-            self.common.kafka_config()
-            | PRODUCER_DEFAULTS
-            | {
-                "client.id": f"collector-{self.settings.instance_id}",
-                "transactional.id": self.common.topic(self.settings.transactional_id),
-                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-                "delivery.timeout.ms": self.settings.transaction_timeout_ms,
-                "linger.ms": 5,
-                "logger": _rdkafka_log,
-            }
-        )
 
     # --- start -------------------------------------------------------------------------------------
 
     def start(self, shutdown: Shutdown) -> None:
         deadline = time.monotonic() + self.settings.rebuild_timeout_s
-        while True:
-            try:
-                # Fences a predecessor with the same transactional.id and aborts what it left open.
-                self.producer.init_transactions(10)
-                break
-            except KafkaException as exc:
-                if exc.args[0].fatal() or time.monotonic() > deadline or shutdown.is_set():
-                    raise
-                log.warning("init_transactions failed, retrying", extra={"error": str(exc)})
+        # Fences a predecessor with the same transactional.id and aborts what it left open.
+        self.txn.init(deadline_s=self.settings.rebuild_timeout_s, shutdown=shutdown)
         self.producer_ready = True
         self._rebuild(deadline - time.monotonic())
         self.consumer = _Consumer(
@@ -145,19 +136,7 @@ class CollectorStream:
     # --- the loop ----------------------------------------------------------------------------------
 
     def _produce(self, topic: str, value: bytes, key: Any, headers: list) -> None:
-        produce = self.producer.produce
-        try:
-            produce(topic, value, key, headers=headers)
-        except BufferError:
-            deadline = time.monotonic() + 30
-            while True:
-                self.producer.poll(0.05)
-                try:
-                    produce(topic, value, key, headers=headers)
-                    return
-                except BufferError:
-                    if time.monotonic() > deadline:
-                        raise KafkaUnavailableError("producer queue full for 30 s") from None
+        self.txn.produce(topic, value, key, headers=headers)
 
     def run(self, shutdown: Shutdown) -> None:
         while not shutdown.is_set():
@@ -180,26 +159,19 @@ class CollectorStream:
         assigned = self.consumer.assigned
         positions = self.positions
         try:
-            self.producer.begin_transaction()
-            for msg in batch:
-                tp = (msg.topic(), msg.partition())
-                if tp not in assigned:  # revoked while this batch was being fetched
-                    continue
-                proc.process(msg, now_ms, now)
-                positions[tp] = msg.offset() + 1
-            proc.run_ready(now_ms, now)
-            proc.expire(now_ms, now)
-            offsets = self._offsets()
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.raw.consumer_group_metadata(), self._txn_timeout
-                )
-            self._commit()
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.fatal():
-                raise
-            self._recover(err.str())
+            with self.txn.transaction() as out:
+                for msg in batch:
+                    tp = (msg.topic(), msg.partition())
+                    if tp not in assigned:  # revoked while this batch was being fetched
+                        continue
+                    proc.process(msg, now_ms, now)
+                    positions[tp] = msg.offset() + 1
+                proc.run_ready(now_ms, now)
+                proc.expire(now_ms, now)
+                offsets = self._offsets()
+                out.send_offsets(offsets, self.consumer.raw.consumer_group_metadata())
+        except (TransactionAborted, KafkaException) as exc:  # aborted; a fatal one is Fenced
+            self._recover(str(exc))
             return 0
         for tp in offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
@@ -237,35 +209,10 @@ class CollectorStream:
                 out.append(TopicPartition(tp[0], tp[1], offset))
         return out
 
-    def _commit(self) -> None:
-        deadline = time.monotonic() + self._txn_timeout
-        while True:
-            try:
-                self.producer.commit_transaction(self._txn_timeout)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.retriable() and not err.txn_requires_abort() and time.monotonic() < deadline:
-                    log.warning("commit_transaction failed, retrying", extra={"error": err.str()})
-                    continue
-                raise
-
     def _recover(self, why: str) -> None:
-        """Abort, forget, rebuild and rewind: a restart inside the process."""
-        log.warning("transaction failed; aborting and rebuilding the state", extra={"error": why})
+        """After an aborted transaction: forget, rebuild and rewind, a restart inside the process."""
+        log.warning("transaction aborted; rebuilding the state", extra={"error": why})
         m.TRANSACTIONS.labels("aborted").inc()
-        try:
-            self.producer.abort_transaction(self._txn_timeout)
-        except KafkaException as exc:
-            if not exc.args[0].fatal():
-                log.warning("abort_transaction failed", extra={"error": str(exc)})
-            else:
-                # librdkafka can fail an abort that follows produce calls closely with a fatal
-                # INVALID_TXN_STATE (confluentinc/librdkafka#4849). A new producer with the same
-                # transactional.id fences the old epoch, and the broker aborts what it left open.
-                log.warning("abort failed fatally; replacing the producer", extra={"error": str(exc)})
-                self.producer = self._new_producer()
-                self.producer.init_transactions(self._txn_timeout)
         self.processor.reset()
         self.positions.clear()
         self.committed.clear()
@@ -319,10 +266,7 @@ class CollectorStream:
             except Exception:
                 log.exception("closing the raw consumer failed")
         self.facts.close()
-        try:
-            self.producer.flush(10)
-        except Exception:
-            log.exception("closing the producer failed")
+        self.txn.close(10)
 
 
 class StreamRunner:
@@ -352,24 +296,23 @@ class StreamRunner:
         return self._thread.is_alive() and (s is None or time.monotonic() - s.last_progress < limit)
 
     def _run(self) -> None:
-        backoff = 1.0
+        backoff = RestartBackoff()
         while not self.shutdown.is_set():
             stream = CollectorStream(self.common, self.settings)
             stream.totals = self.totals
             self.stream = stream
             try:
                 stream.start(self.shutdown)
-                backoff = 1.0
+                backoff.reset()
                 stream.run(self.shutdown)
             except Exception as exc:
-                fatal = isinstance(exc, KafkaException) and exc.args[0].fatal()
+                fatal = isinstance(exc, Fenced)
                 log.exception("stream failed; starting it again", extra={"fatal": fatal})
                 self.restarts += 1
             finally:
                 stream.close()
             if not self.shutdown.is_set():
-                self.shutdown.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self.shutdown.wait(backoff.next())
         log.info("stream stopped")
 
     def join(self, timeout: float) -> None:

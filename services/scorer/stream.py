@@ -21,9 +21,8 @@ import confluent_kafka
 
 from libs.common.deadletters import DeadLetters
 from libs.common.kafka.consumer import Consumer
-from libs.common.kafka.producer import Producer
-from libs.common.kafka.transactional import TransactionalLoop
-from libs.common.lifecycle import Shutdown
+from libs.common.kafka.transactional import TransactionalLoop, TransactionalProducer
+from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
 from libs.common.serde import SerdeError
 from libs.common.topics import FEATURES, PREDICTIONS
@@ -66,26 +65,20 @@ class StreamScorer:
             on_assign=self._on_assign,
             **{"enable.auto.commit": False},
         )
-        self.loop = TransactionalLoop(
-            self.consumer,
-            self._new_producer(),
-            batch_size=self.s.batch_size,
-            poll_timeout=self.s.poll_timeout_s,
-            txn_timeout=self.s.transaction_timeout_s,
-            renew=self._new_producer,
-        )
-
-    def _new_producer(self) -> Producer:
-        return Producer(
+        producer = TransactionalProducer(
             self.s,
             name=f"{SERVICE}-{self.s.instance_id}",
             transactional_id=self.s.transactional_id,
+            timeout_s=self.s.transaction_timeout_s,
             **{"transaction.timeout.ms": int(self.s.transaction_timeout_s * 1000)},
+        )
+        self.loop = TransactionalLoop(
+            self.consumer, producer, batch_size=self.s.batch_size, poll_timeout=self.s.poll_timeout_s
         )
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def handle(self, messages: list[confluent_kafka.Message], producer: Producer) -> None:
+    def handle(self, messages: list[confluent_kafka.Message], producer: TransactionalProducer) -> None:
         started = time.perf_counter()
         batch = FeatureBatch()
         timestamps: list[int] = []
@@ -105,7 +98,7 @@ class StreamScorer:
         m.BATCH_SIZE.observe(len(messages))
         self.metrics.batch_done(started)
 
-    def write(self, batch: FeatureBatch, timestamps: list[int], producer: Producer) -> None:
+    def write(self, batch: FeatureBatch, timestamps: list[int], producer: TransactionalProducer) -> None:
         snapshot = self.registry.snapshot  # one consistent state for the whole batch
         try:
             scored = score(
@@ -125,7 +118,7 @@ class StreamScorer:
         predicted_at = zigzag(now_ms)
         middle = self.encoder.middle
         encode = self.encoder.encode
-        produce = producer.produce_in_transaction
+        produce = producer.produce
         topic = self.predictions_topic
         evs, arms, versions, reasons = batch.extractors, scored.arm, scored.model_version, scored.reason
         for i in range(len(batch)):
@@ -160,16 +153,10 @@ class StreamScorer:
             self.close()
 
     def close(self) -> None:
-        for closer in (
-            (self.consumer.close if self.consumer else None),
-            (self.loop.producer.close if self.loop else None),
-        ):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception:
-                log.exception("close failed")
+        close_all(
+            self.consumer.close if self.consumer else None,
+            self.loop.producer.close if self.loop else None,
+        )
 
 
 def _all_fallback(batch: FeatureBatch, reason: str) -> Scored:

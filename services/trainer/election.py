@@ -28,9 +28,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import confluent_kafka
 from confluent_kafka import TopicPartition
 
+from libs.common.kafka.clients import new_consumer
 from libs.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ class LeaderElection:
         self.error: str | None = None
         self._stop = threading.Event()
         self._last_poll = time.monotonic()
-        self._consumer = confluent_kafka.Consumer(
-            settings.kafka_config()
-            | {
-                "group.id": group_id,
-                "client.id": f"trainer-election-{member}",
+        self._consumer = new_consumer(
+            settings,
+            name=f"trainer-election-{member}",
+            group_id=group_id,
+            **{
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "latest",
@@ -71,7 +71,7 @@ class LeaderElection:
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": heartbeat_interval_ms,
                 "max.poll.interval.ms": 60000,
-            }
+            },
         )
         self._thread = threading.Thread(target=self._run, name="trainer-election", daemon=True)
 

@@ -12,10 +12,9 @@ import logging
 import threading
 
 import redis
-from confluent_kafka import KafkaException
 
 from libs.common.artifacts import ModelArtifact, ModelCache
-from libs.common.kafka.producer import Producer
+from libs.common.kafka.transactional import Fenced, TransactionalProducer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import MODEL_MAX_BYTES, MODELS
@@ -39,26 +38,26 @@ class Publisher:
         self.settings = settings
         self.topic = settings.topic(MODELS)
         self.name = name
-        self._producer: Producer | None = None
+        self._producer: TransactionalProducer | None = None
         self._term: int | None = None
         self._serde = serde("model_event")
         self._lock = threading.RLock()
         self._fenced_term: int | None = None
 
-    def _producer_for(self, term: int) -> Producer:
+    def _producer_for(self, term: int) -> TransactionalProducer:
         if self._producer is not None and self._term == term:
             return self._producer
         if term == self._fenced_term:
             # Never initialise again in a term that was fenced: that would fence the real leader.
             raise FencedError(f"term {term} was fenced by another trainer replica")
         self.close()
-        producer = Producer(
+        producer = TransactionalProducer(
             self.settings,
             name=f"{self.name}-publisher",
             transactional_id=self.settings.topic("trainer-publisher"),
             **{"message.max.bytes": int(MODEL_MAX_BYTES), "compression.type": "none", "linger.ms": 0},
         )
-        producer.init_transactions(30)  # fences whichever replica published before
+        producer.init()  # fences whichever replica published before
         self._producer, self._term = producer, term
         log.info("publisher ready (previous publishers fenced)", extra={"term": term})
         return producer
@@ -83,21 +82,14 @@ class Publisher:
     def _publish(self, value: bytes, art: ModelArtifact, term: int) -> None:
         producer = self._producer_for(term)
         try:
-            producer.begin_transaction()
-            producer.produce(self.topic, value, key=art.model_version)
-            producer.commit_transaction(30)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            fenced = err is not None and getattr(err, "fatal", lambda: False)()
-            try:
-                if not fenced:
-                    producer.abort_transaction(30)
-            except Exception:
-                log.exception("abort after a failed publish failed")
+            with producer.transaction() as out:
+                out.produce(self.topic, value, key=art.model_version)
+        except Fenced as exc:
             self.close()
-            if fenced:
-                self._fenced_term = term
-                raise FencedError(f"publishing fenced by another trainer replica: {err}") from exc
+            self._fenced_term = term
+            raise FencedError(f"publishing fenced by another trainer replica: {exc}") from exc
+        except Exception:  # the next publish starts from a new producer
+            self.close()
             raise
 
     def close(self) -> None:

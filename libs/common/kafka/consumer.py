@@ -14,6 +14,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from libs.common.kafka.clients import consume_batch, new_consumer, position
 from libs.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,11 @@ class Consumer:
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         **overrides: Any,
     ) -> None:
-        conf = settings.kafka_config() | DEFAULTS | {"group.id": group_id, "client.id": name}
-        conf |= overrides
+        conf = DEFAULTS | overrides
         self.name = name
         self.topics = list(topics)
         self.auto_commit = bool(conf["enable.auto.commit"])
-        self._consumer = confluent_kafka.Consumer(conf)
+        self._consumer = new_consumer(settings, name=name, group_id=group_id, **conf)
         self._user_assign = on_assign
         self._user_revoke = on_revoke
         self.assigned: set[tuple[str, int]] = set()
@@ -85,22 +85,8 @@ class Consumer:
         log.warning("partitions lost", extra={"partitions": _names(partitions)})
 
     def poll_batch(self, max_messages: int = 500, timeout: float = 0.5) -> list[confluent_kafka.Message]:
-        """Up to ``max_messages`` data messages; broker-side errors are logged, fatal ones raised."""
-        # Block only until the first message, then take what is already fetched: batches grow
-        # under load without adding a full timeout of latency when traffic is light.
-        messages = self._consumer.consume(1, timeout)
-        if messages:
-            messages += self._consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
-        batch = []
-        for msg in messages:
-            err = msg.error()
-            if err is None:
-                batch.append(msg)
-            elif err.fatal():
-                raise KafkaException(err)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", extra={"error": err.str(), "code": err.code()})
-        return batch
+        """Up to ``max_messages`` data messages (see :func:`.clients.consume_batch`)."""
+        return consume_batch(self._consumer, max_messages, timeout)
 
     def store(self, messages: Iterable[confluent_kafka.Message]) -> None:
         """Mark messages processed: their offsets become eligible for commit."""
@@ -118,7 +104,7 @@ class Consumer:
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages between this member's position and the end of each assigned partition."""
-        out = {}
+        out: dict[tuple[str, int], int] = {}
         assignment = self._consumer.assignment()
         if not assignment:
             return out
@@ -141,8 +127,8 @@ def next_offsets(messages: Iterable[confluent_kafka.Message]) -> list[TopicParti
     """Per partition, the offset after the last message: what to commit once they are done."""
     last: dict[tuple[str, int], int] = {}
     for m in messages:
-        key = (m.topic(), m.partition())
-        last[key] = max(last.get(key, -1), m.offset())
+        topic, partition, offset = position(m)
+        last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 

@@ -1,4 +1,6 @@
-"""An idempotent producer whose delivery failures are never silent.
+"""An idempotent producer whose delivery failures are never silent (at-least-once outputs).
+
+Transactional producers are :class:`libs.common.kafka.transactional.TransactionalProducer`.
 
 confluent-kafka reports delivery asynchronously; this wrapper gathers failures from the
 delivery callbacks and raises them at ``flush()``, which is where a caller decides that its
@@ -8,32 +10,18 @@ outputs are durable and it may store its input offsets.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import confluent_kafka
 
+from libs.common.kafka.clients import Headers, new_producer, produce_waiting
 from libs.common.kafka.errors import DeliveryError, KafkaUnavailableError
 from libs.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[confluent_kafka.KafkaError | None, confluent_kafka.Message], None]
-
-DEFAULTS: dict[str, Any] = {
-    # murmur2 is what the Java clients and aiokafka (faust) use: every writer of a topic must
-    # agree, or records with the same key land on different partitions and joins break.
-    "partitioner": "murmur2_random",
-    "enable.idempotence": True,
-    "acks": "all",
-    "linger.ms": 5,
-    "batch.num.messages": 10000,
-    "compression.type": "lz4",
-    "delivery.timeout.ms": 30000,
-    "queue.buffering.max.messages": 500000,
-    "queue.buffering.max.kbytes": 262144,
-}
 
 
 class Producer:
@@ -42,19 +30,10 @@ class Producer:
         settings: CommonSettings,
         *,
         name: str,
-        transactional_id: str | None = None,
         **overrides: Any,
     ) -> None:
-        conf = settings.kafka_config() | DEFAULTS | {"client.id": name} | overrides
-        if transactional_id:
-            conf["transactional.id"] = transactional_id
-            conf.setdefault("transaction.timeout.ms", 15000)
-            # librdkafka refuses a message timeout longer than the transaction's.
-            conf["delivery.timeout.ms"] = min(
-                int(conf["delivery.timeout.ms"]), int(conf["transaction.timeout.ms"])
-            )
         self.name = name
-        self._producer = confluent_kafka.Producer(conf)
+        self._producer = new_producer(settings, name=name, **overrides)
         self._failures: list[str] = []
         self.delivered = 0
 
@@ -71,32 +50,20 @@ class Producer:
         value: bytes | None,
         key: bytes | str | None = None,
         *,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
         block_seconds: float = 30.0,
     ) -> None:
         """Queue one message; waits (bounded) for queue space instead of failing on a full queue."""
-        callback = on_delivery or self._on_delivery
-        deadline = time.monotonic() + block_seconds
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise KafkaUnavailableError(
-                        f"producer queue full for {block_seconds:.0f}s: is Kafka reachable?"
-                    ) from None
-                self._producer.poll(0.05)
-
-    def produce_in_transaction(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
-        """Queue without a per-message delivery callback: only inside a transaction, where a
-        message that fails delivery fails ``commit_transaction`` (and the batch is aborted and
-        re-read), so the Python callback would only cost time (~1 µs a record at 50,000/s)."""
-        try:
-            self._producer.produce(topic, value, key)
-        except BufferError:  # queue full: the tracked path waits (bounded) for room
-            self.produce(topic, value, key)
+        produce_waiting(
+            self._producer,
+            topic,
+            value,
+            key,
+            headers=headers,
+            block_seconds=block_seconds,
+            on_delivery=on_delivery or self._on_delivery,
+        )
 
     def poll(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)
@@ -112,26 +79,6 @@ class Producer:
 
     def __len__(self) -> int:
         return len(self._producer)
-
-    # Transactions: thin pass-throughs so services never reach for the raw client.
-    def init_transactions(self, timeout: float = 30.0) -> None:
-        self._producer.init_transactions(timeout)
-
-    def begin_transaction(self) -> None:
-        self._producer.begin_transaction()
-
-    def send_offsets_to_transaction(self, offsets: list, group_metadata: Any, timeout: float = 30.0) -> None:
-        self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
-
-    def commit_transaction(self, timeout: float = 30.0) -> None:
-        self._producer.commit_transaction(timeout)
-        failures, self._failures = self._failures, []
-        if failures:  # cannot happen after a successful commit, but never swallow one
-            raise DeliveryError(failures)
-
-    def abort_transaction(self, timeout: float = 30.0) -> None:
-        self._failures = []
-        self._producer.abort_transaction(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         try:
