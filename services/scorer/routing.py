@@ -10,13 +10,14 @@ same, and when they change only the dogs whose point lies in a slice that moved 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.scorer.settings import ARMS
+from libs.common.models_ledger import Arm
+from libs.common.models_ledger import normalise_weights as normalise
 
-CHAMPION, CHALLENGER, BASELINE = ARMS
+__all__ = ["BASELINE", "CHALLENGER", "CHAMPION", "Router", "Weights", "dog_point", "normalise"]
+CHAMPION, CHALLENGER, BASELINE = Arm.CHAMPION, Arm.CHALLENGER, Arm.BASELINE
 _SCALE = float(1 << 64)
 
 
@@ -26,17 +27,6 @@ def dog_point(dog_id: bytes | str, salt: bytes = b"") -> float:
         dog_id = dog_id.encode()
     digest = hashlib.blake2b(dog_id, digest_size=8, key=salt[:64]).digest()
     return int.from_bytes(digest, "big") / _SCALE
-
-
-def normalise(weights: Mapping[str, float]) -> dict[str, float] | None:
-    """Weights over the known arms summing to 1; None when they cannot be (all zero, negative, NaN)."""
-    w = {arm: float(weights.get(arm, 0.0) or 0.0) for arm in ARMS}
-    if any(not math.isfinite(v) or v < 0 for v in w.values()):
-        return None
-    total = sum(w.values())
-    if total <= 0:
-        return None
-    return {arm: v / total for arm, v in w.items()}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from libs.common.features.extractors import LIVE_VERSION
+from libs.common.models_ledger import ARMS
 from libs.common.settings import CommonSettings
-
-ARMS = ("champion", "challenger", "baseline")
 
 
 class ScorerSettings(CommonSettings):

@@ -9,14 +9,9 @@ the status (``active``, ``paused``, ``retired``), its history of decisions, and 
 automatic policies judge it (``evidence_since``: an operator's RESUMED or ACTIVATED starts the
 evidence afresh, so old bad figures cannot re-pause a version a person just resumed).
 
-It also mirrors the scorer's selection rule (``services/scorer/catalog.py``, the same one the
-trainer's champion follows), because a prediction that fell back has no ``model_version``:
-
-* **champion** of an extractor version: the newest version ACTIVATED on the champion arm if
-  still usable, else the newest PUBLISHED usable one;
-* **challenger**: the version ACTIVATED on the challenger arm, if usable and not the champion;
-  without one, challenger traffic is served (and recorded) as the champion arm;
-* usable = published, not paused (until resumed), not retired.
+The fold and the selection rule (champion, challenger, usable) are the shared
+:class:`libs.common.models_ledger.ModelsLedger`, the very rule the scorer serves by, because a
+prediction that fell back has no ``model_version``.
 
 :meth:`Catalog.serving_at` answers "which version served this extractor version and arm at
 time t" from the timeline of those selections, and says when the answer is ambiguous (a change
@@ -30,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from libs.common import serving
+from libs.common.models_ledger import ARMS, Arm, EventKind, ModelsLedger
 
-CHAMPION, CHALLENGER, BASELINE = "champion", "challenger", "baseline"
-ARMS = (CHAMPION, CHALLENGER, BASELINE)
+CHAMPION, CHALLENGER, BASELINE = Arm.CHAMPION, Arm.CHALLENGER, Arm.BASELINE
+__all__ = ["ARMS", "BASELINE", "CHALLENGER", "CHAMPION", "Catalog", "Decision", "Version"]
 STATUS_ACTIVE, STATUS_PAUSED, STATUS_RETIRED = "active", "paused", "retired"
 
 
@@ -90,12 +85,8 @@ def _is_operator(actor: str) -> bool:
 
 
 @dataclass
-class Catalog:
+class Catalog(ModelsLedger):
     versions: dict[str, Version] = field(default_factory=dict)
-    order: dict[str, list[str]] = field(default_factory=dict)  # extractor -> published, oldest first
-    activated: dict[str, dict[str, str]] = field(default_factory=dict)  # extractor -> arm -> version
-    weights: dict[str, float] = field(default_factory=dict)  # last arm weights an ACTIVATED set
-    applied: set[str] = field(default_factory=set)  # event ids
     # extractor -> the experiment's start (ms): the last ACTIVATED that changed its arms or weights
     epoch_start: dict[str, int] = field(default_factory=dict)
     weights_changed_at: int = 0
@@ -107,20 +98,18 @@ class Catalog:
 
     def apply(self, event: Mapping[str, Any]) -> bool:
         """Apply one ``model_event`` record; True when it was new (not applied before)."""
-        event_id = event.get("event_id") or ""
-        version = event.get("model_version") or ""
-        if not version or (event_id and event_id in self.applied):
+        weights_before = self.weights
+        if super().apply(event) is None:
             return False
-        if event_id:
-            self.applied.add(event_id)
         self.events_read += 1
+        version = event["model_version"]
         kind = event.get("kind")
         created_at = int(event.get("created_at") or 0)
         ev = event.get("extractor_version") or ""
         v = self.versions.get(version)
         if v is None:
             v = self.versions[version] = Version(version, ev)
-        if kind == "PUBLISHED":
+        if kind == EventKind.PUBLISHED:
             if not v.published:
                 v.published = True
                 v.extractor_version = ev or v.extractor_version
@@ -129,12 +118,11 @@ class Catalog:
                 v.metrics = dict(event.get("metrics") or {})
                 v.reason = event.get("reason") or ""
                 v.actor = event.get("actor") or ""
-                self.order.setdefault(v.extractor_version, []).append(version)
             self._mark(v.extractor_version, created_at)
             return True
         decision = Decision(
             kind=str(kind),
-            event_id=event_id,
+            event_id=event.get("event_id") or "",
             created_at=created_at,
             reason=event.get("reason") or "",
             actor=event.get("actor") or "",
@@ -144,35 +132,18 @@ class Catalog:
             params=dict(event.get("params") or {}),
         )
         v.history.append(decision)
-        if kind == "PAUSED":
-            if v.status == STATUS_ACTIVE:
-                v.status = STATUS_PAUSED
-        elif kind == "RESUMED":
-            if v.status == STATUS_PAUSED:
-                v.status = STATUS_ACTIVE
-            if _is_operator(decision.actor):
-                v.evidence_since = max(v.evidence_since, created_at)
-        elif kind == "RETIRED":
-            v.status = STATUS_RETIRED
-        elif kind == "ACTIVATED":
-            self._activate(v, decision, ev or v.extractor_version)
-            if _is_operator(decision.actor):
-                v.evidence_since = max(v.evidence_since, created_at)
+        status = self.status(version)
+        v.status = STATUS_ACTIVE if status == "published" else status
+        if kind == EventKind.ACTIVATED:
+            if (ev or v.extractor_version) and (decision.arm or CHAMPION) in (CHAMPION, CHALLENGER):
+                key = ev or v.extractor_version
+                self.epoch_start[key] = max(self.epoch_start.get(key, 0), created_at)
+            if self.weights != weights_before:
+                self.weights_changed_at = max(self.weights_changed_at, created_at)
+        if kind in (EventKind.RESUMED, EventKind.ACTIVATED) and _is_operator(decision.actor):
+            v.evidence_since = max(v.evidence_since, created_at)
         self._mark(v.extractor_version, created_at)
         return True
-
-    def _activate(self, v: Version, d: Decision, ev: str) -> None:
-        arm = d.arm or CHAMPION
-        if ev and arm in (CHAMPION, CHALLENGER):
-            slots = self.activated.setdefault(ev, {})
-            slots[arm] = v.model_version
-            if arm == CHAMPION and slots.get(CHALLENGER) == v.model_version:  # a challenger promoted
-                del slots[CHALLENGER]
-            self.epoch_start[ev] = max(self.epoch_start.get(ev, 0), d.created_at)
-        weights = _normalise(d.arm_weights)
-        if weights is not None and weights != self.weights:
-            self.weights = weights
-            self.weights_changed_at = max(self.weights_changed_at, d.created_at)
 
     def _mark(self, ev: str, created_at: int) -> None:
         if not ev:
@@ -186,25 +157,7 @@ class Catalog:
             entry = (line[-1][0], entry[1], entry[2])
         line.append(entry)
 
-    # -- selection (the scorer's rule) --------------------------------------------------------
-
-    def usable(self, version: str | None) -> bool:
-        v = self.versions.get(version or "")
-        return v is not None and v.published and v.status == STATUS_ACTIVE
-
-    def champion(self, ev: str) -> str | None:
-        return serving.champion(self.order.get(ev, []), self.activated.get(ev, {}).get(CHAMPION), self.usable)
-
-    def challenger(self, ev: str) -> str | None:
-        activated = self.activated.get(ev, {}).get(CHALLENGER)
-        return serving.challenger(activated, self.champion(ev), self.usable)
-
-    def serving(self, ev: str, arm: str) -> str | None:
-        if arm == BASELINE:
-            return None
-        if arm == CHALLENGER:
-            return self.challenger(ev) or self.champion(ev)
-        return self.champion(ev)
+    # -- selection (the ledger's rule) ----------------------------------------------------------
 
     def serving_at(self, ev: str, arm: str, t_ms: int, grace_ms: int) -> tuple[str | None, bool]:
         """(version serving ``ev``/``arm`` at ``t_ms``, sure).
@@ -238,17 +191,13 @@ class Catalog:
                 continue
             ver = self.versions[v]
             if self.usable(v) and any(
-                d.kind == "ACTIVATED" and (d.arm or CHAMPION) == CHAMPION for d in ver.history
+                d.kind == EventKind.ACTIVATED and (d.arm or CHAMPION) == CHAMPION for d in ver.history
             ):
                 return v
         for v in reversed(self.order.get(ev, [])):
             if v != excluding and self.usable(v):
                 return v
         return None
-
-    def extractor_of(self, version: str) -> str | None:
-        v = self.versions.get(version)
-        return v.extractor_version if v else None
 
     def experiment_start(self, ev: str) -> int:
         return max(self.epoch_start.get(ev, 0), self.weights_changed_at)
@@ -263,15 +212,3 @@ class Catalog:
         if self.challenger(v.extractor_version) == version:
             out.append(CHALLENGER)
         return out
-
-
-def _normalise(weights: Mapping[str, float]) -> dict[str, float] | None:
-    if not weights:
-        return None
-    w = {arm: float(weights.get(arm, 0.0) or 0.0) for arm in ARMS}
-    if any(not (x >= 0) or x == float("inf") for x in w.values()):
-        return None
-    total = sum(w.values())
-    if total <= 0:
-        return None
-    return {arm: x / total for arm, x in w.items()}

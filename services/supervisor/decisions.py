@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from libs.common.models_ledger import EventKind
 from services.supervisor.catalog import (
     CHALLENGER,
     CHAMPION,
@@ -40,7 +41,7 @@ from services.supervisor.policies import Breach
 
 log = logging.getLogger(__name__)
 
-KINDS = ("PAUSED", "RESUMED", "ACTIVATED", "RETIRED")
+KINDS = (EventKind.PAUSED, EventKind.RESUMED, EventKind.ACTIVATED, EventKind.RETIRED)
 
 
 class DecisionError(Exception):
@@ -119,7 +120,7 @@ def pause_events(
     v = _known(catalog, version)
     if v.status != STATUS_ACTIVE:
         raise Conflict(f"{version} is {v.status} already")
-    events = [event(catalog, "PAUSED", version, reason=reason, actor=actor, **extra)]
+    events = [event(catalog, EventKind.PAUSED, version, reason=reason, actor=actor, **extra)]
     ev = v.extractor_version
     if fallback and catalog.activated.get(ev, {}).get(CHAMPION) == version:
         good = catalog.last_good(ev, excluding=version)
@@ -127,7 +128,7 @@ def pause_events(
             events.append(
                 event(
                     catalog,
-                    "ACTIVATED",
+                    EventKind.ACTIVATED,
                     good,
                     reason=f"last good version back as champion: {version} was paused ({reason})",
                     actor=actor,
@@ -142,7 +143,7 @@ def resume_events(catalog: Catalog, version: str, *, reason: str, actor: str) ->
     v = _known(catalog, version)
     if v.status != STATUS_PAUSED:
         raise Conflict(f"{version} is {v.status}, not paused")
-    return [event(catalog, "RESUMED", version, reason=reason, actor=actor)]
+    return [event(catalog, EventKind.RESUMED, version, reason=reason, actor=actor)]
 
 
 def activate_events(
@@ -173,7 +174,7 @@ def activate_events(
     return [
         event(
             catalog,
-            "ACTIVATED",
+            EventKind.ACTIVATED,
             version,
             reason=reason,
             actor=actor,
@@ -191,7 +192,7 @@ def retire_events(
     v = _known(catalog, version)
     if v.status == STATUS_RETIRED:
         raise Conflict(f"{version} is retired already")
-    return [event(catalog, "RETIRED", version, reason=reason, actor=actor, **extra)]
+    return [event(catalog, EventKind.RETIRED, version, reason=reason, actor=actor, **extra)]
 
 
 def breach_events(catalog: Catalog, breach: Breach, others: list[Breach], actor: str) -> list[dict[str, Any]]:
@@ -240,7 +241,7 @@ class RedisStatus:
                 {
                     "status": v.status,
                     "extractor_version": v.extractor_version,
-                    "kind": last.kind if last else "PUBLISHED",
+                    "kind": last.kind if last else EventKind.PUBLISHED,
                     "reason": last.reason if last else v.reason,
                     "actor": last.actor if last else v.actor,
                     "event_id": last.event_id if last else f"published:{name}",

@@ -13,13 +13,15 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from libs.common.models_ledger import EventKind
+
 DECISIONS = Counter(
     "pooch_supervisor_decisions_total",
     "Decisions written to models, by kind (PAUSED, RESUMED, ACTIVATED, RETIRED) and by whom "
     "(supervisor or operator).",
     ["kind", "actor"],
 )
-for _kind in ("PAUSED", "RESUMED", "ACTIVATED", "RETIRED"):
+for _kind in (EventKind.PAUSED, EventKind.RESUMED, EventKind.ACTIVATED, EventKind.RETIRED):
     for _actor in ("supervisor", "operator"):
         DECISIONS.labels(_kind, _actor)
 DECISION_FAILURES = Counter(

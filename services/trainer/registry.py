@@ -1,4 +1,5 @@
-"""What the ``models`` topic says: every published version (verified) and who is the champion.
+"""What the ``models`` topic says, as the trainer needs it: the fold of
+:class:`libs.common.models_ledger.ModelsLedger` plus every published version's verified text.
 
 The champion of an extractor_version, which a candidate must beat, is the newest version
 ACTIVATED on the ``champion`` arm by the supervisor that is not paused or retired since; before
@@ -14,42 +15,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from libs.common import serving
 from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact
+from libs.common.models_ledger import EventKind, ModelsLedger
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Registry:
+class Registry(ModelsLedger):
+    """The ledger, plus the verified model texts the trainer compares candidates against."""
+
     service: str = "trainer"
     keep_artifacts: int = 5  # newest artifacts kept in memory per extractor (plus the champion)
     published: dict[str, ModelArtifact] = field(default_factory=dict)  # version -> meta (+artifact)
-    order: dict[str, list[str]] = field(default_factory=dict)  # extractor -> versions, oldest first
-    activated: dict[str, str] = field(default_factory=dict)  # extractor -> champion arm version
-    paused: set[str] = field(default_factory=set)
-    retired: set[str] = field(default_factory=set)
-    refused: set[str] = field(default_factory=set)
     texts: dict[str, str] = field(default_factory=dict)  # verified model texts kept in memory
 
-    def apply(self, event: Mapping[str, Any]) -> str | None:
-        """Apply one model event; returns the version it is about (None when ignored)."""
-        kind, version = event.get("kind"), event.get("model_version")
-        if not version:
+    def apply(self, event: Mapping[str, Any]) -> str | None:  # type: ignore[override]
+        """Apply one model event (once per event_id); returns the version it is about, None when
+        it has none or its publication was refused: the training loop follows versions."""
+        super().apply(event)
+        version = event.get("model_version") or None
+        if version is None or (event.get("kind") == EventKind.PUBLISHED and version not in self.published):
             return None
-        if kind == "PUBLISHED":
-            return self.add(ModelArtifact.from_event(event), source="topic")
-        if kind == "ACTIVATED" and (event.get("arm") or "champion") == "champion":
-            ev = event.get("extractor_version") or self._extractor_of(version)
-            if ev:
-                self.activated[ev] = version
-        elif kind == "PAUSED":
-            self.paused.add(version)
-        elif kind == "RESUMED":
-            self.paused.discard(version)
-        elif kind == "RETIRED":
-            self.retired.add(version)
         return version
+
+    def on_published(self, event: Mapping[str, Any]) -> bool:
+        return self.add(ModelArtifact.from_event(event), source="topic") is not None
 
     def add(self, art: ModelArtifact, *, source: str, text: str | None = None) -> str | None:
         """Record a published version; verifies its artifact unless ``text`` is already verified."""
@@ -58,39 +49,30 @@ class Registry:
         if text is None:
             try:
                 text = art.model_text(service=self.service, source=source)
-            except ArtifactIntegrityError:
-                self.refused.add(art.model_version)
+            except ArtifactIntegrityError as exc:
+                self.refuse(art.model_version, str(exc))
                 return None
         self.published[art.model_version] = art
-        self.order.setdefault(art.extractor_version, []).append(art.model_version)
+        self.add_published(art.model_version, art.extractor_version)
         self.texts[art.model_version] = text
         self._forget_old_texts(art.extractor_version)
         return art.model_version
 
     def _forget_old_texts(self, ev: str) -> None:
         keep = set(self.order.get(ev, [])[-self.keep_artifacts :])
-        champ = self.champion_version(ev)
+        champ = self.champion(ev)
         if champ:
             keep.add(champ)
         for v in self.order.get(ev, []):
             if v not in keep:
                 self.texts.pop(v, None)
 
-    def _extractor_of(self, version: str) -> str | None:
-        art = self.published.get(version)
-        return art.extractor_version if art else None
-
-    def usable(self, version: str) -> bool:
-        return version in self.published and version not in self.paused and version not in self.retired
-
     def champion_version(self, extractor_version: str) -> str | None:
-        return serving.champion(
-            self.order.get(extractor_version, []), self.activated.get(extractor_version), self.usable
-        )
+        return self.champion(extractor_version)
 
     def champion_text(self, extractor_version: str) -> tuple[ModelArtifact, str] | None:
         """The champion's artifact and verified text (None when there is no usable champion)."""
-        v = self.champion_version(extractor_version)
+        v = self.champion(extractor_version)
         if v is None:
             return None
         text = self.texts.get(v)
