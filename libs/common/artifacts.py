@@ -37,6 +37,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from libs.common.models_ledger import EventKind
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODING = "zlib"
@@ -130,9 +132,9 @@ def _decompress(data: bytes, encoding: str) -> bytes:
                 raise ArtifactIntegrityError("truncated zlib stream")
             return raw
         if encoding == "lzma":
-            d = lzma.LZMADecompressor()
-            raw = d.decompress(data, MAX_MODEL_TEXT_BYTES)
-            if not d.eof:
+            ld = lzma.LZMADecompressor()
+            raw = ld.decompress(data, MAX_MODEL_TEXT_BYTES)
+            if not ld.eof:
                 raise ArtifactIntegrityError("truncated or oversized lzma stream")
             return raw
         if encoding == "identity":
@@ -207,7 +209,7 @@ class ModelArtifact:
     def to_event(self) -> dict[str, Any]:
         """The ``model_event`` record (kind PUBLISHED) for ``serde("model_event").encode``."""
         return {
-            "kind": "PUBLISHED",
+            "kind": EventKind.PUBLISHED,
             "event_id": self.event_id or f"published:{self.model_version}",
             "model_version": self.model_version,
             "extractor_version": self.extractor_version,
@@ -229,7 +231,7 @@ class ModelArtifact:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ModelArtifact:
-        if event.get("kind") != "PUBLISHED":
+        if event.get("kind") != EventKind.PUBLISHED:
             raise ValueError(f"not a PUBLISHED event: {event.get('kind')!r}")
         return cls(
             model_version=event["model_version"],
@@ -341,7 +343,7 @@ class ModelCache:
         return ModelArtifact.from_event(
             meta
             | {
-                "kind": "PUBLISHED",
+                "kind": EventKind.PUBLISHED,
                 "artifact": bytes(raw["artifact"]),
                 "artifact_encoding": _s(raw["encoding"]),
             }
@@ -404,14 +406,18 @@ def read_model_events(settings: Any, *, timeout: float = 60.0) -> Iterator[tuple
 
     Undecodable records are logged and skipped (they are never a model anyone may use).
     """
-    from libs.common.kafka.reader import iter_topic
+    from libs.common.kafka.clients import position
+    from libs.common.kafka.replay import LARGE_FETCH, read_to_end
     from libs.common.serde import SerdeError, serde
     from libs.common.topics import MODELS
 
     model_serde = serde("model_event")
-    for msg in iter_topic(settings, settings.topic(MODELS), timeout=timeout):
+    for msg in read_to_end(
+        settings, [settings.topic(MODELS)], name="models-reader", timeout=timeout, **LARGE_FETCH
+    ):
+        offset, value = position(msg)[2], msg.value() or b""
         try:
-            yield msg.offset(), model_serde.decode(msg.value())
+            yield offset, model_serde.decode(value)
         except SerdeError as exc:
             log.error(
                 "undecodable record on models skipped", extra={"offset": msg.offset(), "error": str(exc)}
@@ -435,7 +441,7 @@ def rebuild_cache(
     report = RebuildReport()
     for _offset, event in read_model_events(settings, timeout=timeout):
         report.read += 1
-        if event.get("kind") != "PUBLISHED":
+        if event.get("kind") != EventKind.PUBLISHED:
             continue
         report.published += 1
         art = ModelArtifact.from_event(event)

@@ -19,15 +19,18 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import confluent_kafka
 import redis
-from confluent_kafka import TopicPartition
 
 from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact, ModelCache
+from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
+from libs.common.models_ledger import EventKind
+from libs.common.retry import kafka_call
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import MODELS
 from services.scorer import metrics as m
@@ -103,7 +106,16 @@ class Registry:
     # -- mutations (feed thread) -------------------------------------------------------------
 
     def apply(self, event: Mapping[str, Any]) -> bool:
-        return self.catalog.apply(event)
+        return bool(self.catalog.apply(event))
+
+    def _load_selected(self, select: Callable[[], str | None]) -> LoadedModel | None:
+        """The loaded model of the version ``select`` picks. Loading may refuse a version, which
+        changes the selection: repeat until it is stable."""
+        while True:
+            version = select()
+            model = self._model(version) if version else None
+            if version is None or model is not None:
+                return model
 
     def _model(self, version: str) -> LoadedModel | None:
         """The loaded model of a usable version, loading it now if needed; None if refused."""
@@ -148,19 +160,10 @@ class Registry:
             reasons: dict[str, str] = {}
             for ev in cat.extractors():
                 arms: dict[str, LoadedModel] = {}
-                # Loading may refuse a version, which changes the selection: repeat until stable.
-                while True:
-                    champion = cat.champion(ev)
-                    model = self._model(champion) if champion else None
-                    if champion is None or model is not None:
-                        break
+                model = self._load_selected(partial(cat.champion, ev))
                 if model is not None:
                     arms[CHAMPION] = model
-                    while True:
-                        challenger = cat.challenger(ev)
-                        cmodel = self._model(challenger) if challenger else None
-                        if challenger is None or cmodel is not None:
-                            break
+                    cmodel = self._load_selected(partial(cat.challenger, ev))
                     if cmodel is not None:
                         arms[CHALLENGER] = cmodel
                     serving[ev] = arms
@@ -281,59 +284,28 @@ class ModelsFeed(threading.Thread):
 
     # -- the topic ---------------------------------------------------------------------------
 
-    def _consumer(self) -> confluent_kafka.Consumer:
-        consumer = confluent_kafka.Consumer(
-            self.s.kafka_config()
-            | {
-                "group.id": self.s.topic("scorer-models"),  # assigned, never commits
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 128 * 1024 * 1024,
-                "max.partition.fetch.bytes": 72 * 1024 * 1024,
-                "fetch.wait.max.ms": 50,
-                "client.id": "scorer-models",
-            }
-        )
-        return consumer
-
-    def _end_offsets(self, consumer: confluent_kafka.Consumer) -> dict[int, int] | None:
-        try:
-            meta = consumer.list_topics(self.topic, timeout=5)
-            topic = meta.topics[self.topic]
-            if topic.error is not None:
-                raise confluent_kafka.KafkaException(topic.error)
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
-                for p in sorted(topic.partitions)
-            }
-        except confluent_kafka.KafkaException as exc:
-            log.warning("models topic not readable yet; retrying", extra={"error": str(exc)})
-            return None
-
     def tail(self) -> None:
-        consumer = self._consumer()
         try:
-            ends = None
-            while ends is None and not self._halt.is_set():
-                ends = self._end_offsets(consumer)
-                if ends is None:
-                    self._halt.wait(1.0)
-            if ends is None:
+            reader = kafka_call(
+                lambda: ReplayReader(
+                    self.s, [self.topic], name="scorer-models", **(LARGE_FETCH | {"fetch.wait.max.ms": 50})
+                ),
+                what="reading the models topic",
+                shutdown=self._halt,
+            )
+        except Exception:
+            if self._halt.is_set():
                 return
-            consumer.assign([TopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in ends])
+            raise
+        try:
             synced = False
             new_versions: list[str] = []
             while not self._halt.is_set():
                 changed = False
-                for msg in consumer.consume(200, 0.1):
-                    if msg.error() is not None:
-                        if msg.error().fatal():
-                            raise confluent_kafka.KafkaException(msg.error())
-                        continue
+                for msg in reader.poll(200, 0.1):
                     changed |= self._apply(msg, new_versions)
                 if not synced:
-                    if self._caught_up(consumer, ends):
+                    if reader.rebuilt():
                         synced = True
                         gone = self.registry.catalog.forget_unconfirmed()
                         if gone:
@@ -356,7 +328,7 @@ class ModelsFeed(threading.Thread):
                         self._write_back(new_versions)
                         new_versions.clear()
         finally:
-            consumer.close()
+            reader.close()
 
     def _apply(self, msg: confluent_kafka.Message, new_versions: list[str]) -> bool:
         try:
@@ -372,13 +344,9 @@ class ModelsFeed(threading.Thread):
         except (KeyError, TypeError, ValueError) as exc:
             log.error("model event not applicable", extra={"offset": msg.offset(), "error": str(exc)})
             return False
-        if changed and event.get("kind") == "PUBLISHED":
+        if changed and event.get("kind") == EventKind.PUBLISHED:
             new_versions.append(event["model_version"])
         return changed
-
-    def _caught_up(self, consumer: confluent_kafka.Consumer, ends: dict[int, int]) -> bool:
-        positions = consumer.position([TopicPartition(self.topic, p) for p in ends])
-        return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions)
 
     def _write_back(self, versions: list[str]) -> None:
         """Best effort: the cache gets what the topic has and it lacks (verified first)."""

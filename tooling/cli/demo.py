@@ -13,7 +13,7 @@ import time
 import typer
 from rich.table import Table
 
-from libs.common.kafka.reader import read_topic
+from libs.common.kafka.replay import read_topic
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import (
     DEADLETTERS,
