@@ -1,5 +1,5 @@
-"""/healthz, /readyz and /metrics: a tiny server for services with no API of their own, and
-the same routes for FastAPI services.
+"""/healthz, /readyz and /metrics: named probes and the routes that serve them
+(served by :mod:`libs.common.http_server`).
 
 Liveness means the process loop is turning; readiness means its inputs are assigned and its
 model or state is loaded. Both are named checks, so /readyz says which one is failing.
@@ -7,11 +7,8 @@ model or state is loaded. Both are named checks, so /readyz says which one is fa
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -54,54 +51,8 @@ class Probes:
         return (200 if ok else 503), {"service": self.service, "ready": ok, "checks": results}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    probes: Probes
-
-    def do_GET(self) -> None:
-        if self.path == "/metrics":
-            self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-        elif self.path == "/healthz":
-            self._json(*self.probes.healthz())
-        elif self.path == "/readyz":
-            self._json(*self.probes.readyz())
-        else:
-            self._json(404, {"error": f"no route {self.path}"})
-
-    def _json(self, status: int, body: dict) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args) -> None:  # probes every few seconds would flood the log
-        pass
-
-
-class HealthServer:
-    """Serves the probes on a daemon thread; ``port=0`` picks a free port (tests)."""
-
-    def __init__(self, probes: Probes, port: int, host: str = "0.0.0.0") -> None:
-        handler = type("Handler", (_Handler,), {"probes": probes})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def add_health_routes(app, probes: Probes) -> None:
-    """The same three routes on a FastAPI app."""
+def add_health_routes(app, probes: Probes, ready_detail: Callable[[], dict] | None = None) -> None:
+    """``/healthz``, ``/readyz`` (with ``detail`` when given) and ``/metrics`` on a FastAPI app."""
     from fastapi import Response
     from fastapi.responses import JSONResponse
 
@@ -113,6 +64,8 @@ def add_health_routes(app, probes: Probes) -> None:
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
         status, body = probes.readyz()
+        if ready_detail is not None:
+            body["detail"] = ready_detail()
         return JSONResponse(body, status_code=status)
 
     @app.get("/metrics", include_in_schema=False)

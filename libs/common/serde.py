@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -59,7 +59,8 @@ class Schema:
         # Logical types are documentation for other readers; in this process timestamps stay
         # plain int milliseconds (the contract's unit) instead of datetime objects, which is
         # also faster. Canonical form ignores logicalType, so fingerprints are unchanged.
-        return parse_schema(_without_logical_types(json.loads(self.json_text)), _write_hint=False)
+        parsed = parse_schema(_without_logical_types(json.loads(self.json_text)), _write_hint=False)
+        return cast(dict[str, Any], parsed)
 
     @cached_property
     def fullname(self) -> str:
@@ -186,7 +187,7 @@ class Serde:
             raise CorruptBodyError(
                 f"{len(data) - buf.tell()} trailing bytes after a {writer.fullname} v{writer.version} body"
             )
-        return record, writer
+        return cast(dict[str, Any], record), writer
 
 
 @cache

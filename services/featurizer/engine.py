@@ -51,14 +51,11 @@ class FeaturesOut:
 
 
 @dataclass(frozen=True)
-class InstanceOut:
-    pupdate: dict[str, Any]
-    version: str
-    values: list[float]
-    baseline: float
+class InstanceOut(FeaturesOut):
+    """The features as of posting, labelled with the likes counted when the horizon closed."""
+
     likes: int
     close_at: int
-    source: tuple[int, int] | None
 
 
 @dataclass
@@ -198,13 +195,13 @@ class FeatureEngine:
                 stats.setdefault(tag, Stats()).add(entry.likes)
             out.append(
                 InstanceOut(
-                    entry.pupdate,
-                    ex.version,
-                    entry.features[ex.version],
-                    entry.baselines[ex.version],
-                    entry.likes,
-                    close_at,
-                    entry.source,
+                    pupdate=entry.pupdate,
+                    version=ex.version,
+                    values=entry.features[ex.version],
+                    baseline=entry.baselines[ex.version],
+                    source=entry.source,
+                    likes=entry.likes,
+                    close_at=close_at,
                 )
             )
         return out

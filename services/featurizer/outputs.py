@@ -11,7 +11,8 @@ _FEATURES = serde("feature_vector")
 _INSTANCE = serde("instance")
 
 
-def features_record(out: FeaturesOut, names: tuple[str, ...]) -> dict:
+def _vector(out: FeaturesOut | InstanceOut, names: tuple[str, ...]) -> dict:
+    """What a features record and an instance share: the pupdate and its values as of posting."""
     p = out.pupdate
     return {
         "pupdate_id": p["pupdate_id"],
@@ -19,28 +20,18 @@ def features_record(out: FeaturesOut, names: tuple[str, ...]) -> dict:
         "country": p.get("country"),
         "extractor_version": out.version,
         "posted_at": p["posted_at"],
-        "as_of": p["posted_at"],
         "names": list(names),
         "values": out.values,
         "baseline": out.baseline,
     }
+
+
+def features_record(out: FeaturesOut, names: tuple[str, ...]) -> dict:
+    return _vector(out, names) | {"as_of": out.pupdate["posted_at"]}
 
 
 def instance_record(out: InstanceOut, names: tuple[str, ...], horizon_ms: int) -> dict:
-    p = out.pupdate
-    return {
-        "pupdate_id": p["pupdate_id"],
-        "dog_id": p["dog_id"],
-        "country": p.get("country"),
-        "extractor_version": out.version,
-        "posted_at": p["posted_at"],
-        "names": list(names),
-        "values": out.values,
-        "baseline": out.baseline,
-        "likes": out.likes,
-        "horizon_ms": horizon_ms,
-        "closed_at": out.close_at,
-    }
+    return _vector(out, names) | {"likes": out.likes, "horizon_ms": horizon_ms, "closed_at": out.close_at}
 
 
 def encode_features(out: FeaturesOut, names: tuple[str, ...]) -> bytes:

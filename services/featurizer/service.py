@@ -20,11 +20,13 @@ import redis
 from libs.common.deadletters import DeadLetters
 from libs.common.features.extractors import extractor
 from libs.common.features.online_view import OnlineView
-from libs.common.health import HealthServer, Probes
+from libs.common.http_server import serve_probes
 from libs.common.kafka.producer import Producer
 from libs.common.kafka.replay import ReplayReader
-from libs.common.lifecycle import Shutdown
+from libs.common.kafka.transactional import TransactionalProducer
+from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
+from libs.common.process import start_process
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
 from services.featurizer import metrics as m
@@ -62,8 +64,10 @@ class Featurizer:
         self.dirty_dogs: set[str] = set()
         self.dirty_tags: dict[str, set[str]] = defaultdict(set)
 
-        self.producer = Producer(settings, name=SERVICE, transactional_id=f"{SERVICE}-{settings.instance_id}")
-        self.producer.init_transactions(30)
+        self.txn = TransactionalProducer(
+            settings, name=SERVICE, transactional_id=settings.topic(f"{SERVICE}-{settings.instance_id}")
+        )
+        self.txn.init()
         self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
         self.replica = ReplayReader(settings, [self.topics[PUPDATES], self.topics[LIKES]], name=SERVICE)
         self.ownership = Ownership(
@@ -160,19 +164,13 @@ class Featurizer:
                 new_progress[partition] = progress
         if not batch and not new_progress:
             return 0
-        self.producer.begin_transaction()
-        try:
+        # On failure the transaction is aborted and the error raised: what was popped for
+        # emission is re-derived from the committed progress after the restart it leads to.
+        with self.txn.transaction() as out:
             for base, _version, key, value in batch:
-                self.producer.produce(self.topics[base], value, key=key)
+                out.produce(self.topics[base], value, key=key)
             offsets = [p.to_partition(self.topics[PUPDATES], part) for part, p in new_progress.items()]
-            if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.ownership.group_metadata, 30)
-            self.producer.commit_transaction(30)
-        except Exception:
-            self.producer.abort_transaction(30)
-            # What was popped for emission is re-derived from the committed progress after the
-            # restart this exception leads to; never pretend it was written.
-            raise
+            out.send_offsets(offsets, self.ownership.group_metadata)
         for partition, progress in new_progress.items():
             if partition in owned:
                 owned[partition] = progress
@@ -263,29 +261,16 @@ class Featurizer:
             self.close()
 
     def close(self) -> None:
-        for closer in (
-            self.ownership.close,
-            self.replica.close,
-            self.producer.close,
-            self.dlq_producer.close,
-        ):
-            try:
-                closer()
-            except Exception:
-                log.exception("close failed")
+        close_all(self.ownership.close, self.replica.close, self.txn.close, self.dlq_producer.close)
 
 
 def main(settings: FeaturizerSettings | None = None) -> None:
-    from libs.common.logs import configure_logging
-
     settings = settings or FeaturizerSettings()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    shutdown = Shutdown().install_signal_handlers()
+    shutdown, probes = start_process(SERVICE, settings)
     featurizer = Featurizer(settings)
-    probes = Probes(SERVICE)
     probes.live("loop", lambda: not shutdown.is_set())
     probes.ready("state_rebuilt_and_partitions_assigned", featurizer.ready)
-    server = HealthServer(probes, settings.port).start()
+    server = serve_probes(probes, host=settings.host, port=settings.port)
     log.info("featurizer started", extra={"versions": settings.versions, "horizon_ms": settings.horizon_ms})
     try:
         featurizer.run(shutdown)

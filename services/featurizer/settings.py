@@ -12,6 +12,7 @@ from libs.common.settings import CommonSettings
 class FeaturizerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="POOCH_FEATURIZER_", frozen=True, extra="ignore")
 
+    host: str = Field("0.0.0.0", description="Address /healthz, /readyz and /metrics bind.")
     port: int = Field(8002, description="Port of /healthz, /readyz, /metrics.")
     versions: list[str] = Field(
         default_factory=lambda: [LIVE_VERSION],

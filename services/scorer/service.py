@@ -14,11 +14,10 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-import threading
 import time
 
-from libs.common.health import HealthServer, Probes
-from libs.common.lifecycle import Shutdown
+from libs.common.http_server import HttpServer, serve_probes
+from libs.common.process import start_process
 from services.scorer.registry import ModelsFeed, Registry
 from services.scorer.routing import Router
 from services.scorer.settings import ScorerSettings
@@ -27,36 +26,12 @@ from services.scorer.stream import SERVICE, StreamScorer
 log = logging.getLogger(__name__)
 
 
-class ApiServer:
-    """uvicorn on a daemon thread (signals stay with the main thread's Shutdown)."""
-
-    def __init__(self, app, host: str, port: int) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", workers=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
-
-    def start(self) -> ApiServer:
-        self.thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-
 def main(settings: ScorerSettings | None = None) -> None:
-    from libs.common.logs import configure_logging
-
     started = time.monotonic()
     settings = settings or ScorerSettings()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    shutdown, probes = start_process(SERVICE, settings)
     # The stream holds the GIL for whole batches; a short switch interval lets the API thread in.
     sys.setswitchinterval(0.001)
-    shutdown = Shutdown().install_signal_handlers()
     registry = Registry(settings)
     feed = ModelsFeed(settings, registry)
     feed.start()
@@ -65,22 +40,21 @@ def main(settings: ScorerSettings | None = None) -> None:
     with_api = settings.role in ("all", "whatif")
     stream = StreamScorer(settings, registry, router) if with_stream else None
 
-    probes = Probes(SERVICE)
     probes.live("loop", lambda: not shutdown.is_set())
     probes.live("models_feed", lambda: feed.is_alive() and feed.error is None)
     probes.ready("models_loaded", registry.ready_event.is_set)
     if stream is not None:
         probes.ready("partitions_assigned", stream.assigned_once.is_set)
 
-    server: ApiServer | HealthServer
+    server: HttpServer
     if with_api:
         from services.scorer.http_api import create_app
         from services.scorer.whatif import WhatIf
 
         app = create_app(WhatIf(settings, registry, router), registry, probes)
-        server = ApiServer(app, settings.host, settings.port).start()
+        server = HttpServer(app, host=settings.host, port=settings.port, lifespan="on").start()
     else:
-        server = HealthServer(probes, settings.port).start()
+        server = serve_probes(probes, host=settings.host, port=settings.port)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
     # generations, so a full collection (a pause of milliseconds) stays rare and short.
     gc.collect()

@@ -27,14 +27,16 @@ from typing import Any
 
 import confluent_kafka
 import redis
-from confluent_kafka import TopicPartition
 
 from libs.common.artifacts import read_model_events
 from libs.common.deadletters import DeadLetters
 from libs.common.kafka.errors import DeliveryError, KafkaUnavailableError
 from libs.common.kafka.producer import Producer
-from libs.common.lifecycle import Shutdown
+from libs.common.kafka.replay import LARGE_FETCH, ReplayReader, Start
+from libs.common.kafka.transactional import Fenced, TransactionalProducer
+from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
+from libs.common.retry import kafka_call, transient
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import INSTANCES, MODEL_MAX_BYTES, MODELS, PREDICTIONS
 from services.supervisor import decisions as dec
@@ -65,14 +67,13 @@ class Supervisor:
             self.topics["predictions"]: serde("prediction"),
             self.topics["instances"]: serde("instance"),
         }
-        self.producer: Producer | None = None
+        self.producer: TransactionalProducer | None = None
         self.dead_producer: Producer | None = None
         self.dead = DeadLetters(settings, SERVICE)
-        self.consumer: confluent_kafka.Consumer | None = None
+        self.reader: ReplayReader | None = None
         self.redis_status: dec.RedisStatus | None = None
         self.models_read = threading.Event()
         self.rebuilt = threading.Event()
-        self.rebuild_ends: dict[tuple[str, int], int] = {}
         self.rebuild_seconds: float | None = None
         self.last_loop = time.monotonic()
         self._rebuild_started = time.monotonic()
@@ -85,10 +86,11 @@ class Supervisor:
 
     def open(self) -> None:
         s = self.s
-        self.producer = Producer(
+        self.producer = TransactionalProducer(
             s,
             name=f"{SERVICE}-decisions",
             transactional_id=s.topic(SERVICE),
+            timeout_s=s.decision_timeout_s,
             **{"message.max.bytes": int(MODEL_MAX_BYTES), "linger.ms": 0},
         )
         self.dead_producer = Producer(s, name=f"{SERVICE}-deadletters")
@@ -131,52 +133,25 @@ class Supervisor:
         return max(min(starts), floor, 0)
 
     def assign(self, models_offset: int) -> None:
-        s = self.s
-        consumer = confluent_kafka.Consumer(
-            s.kafka_config()
-            | {
-                "group.id": s.topic(SERVICE),  # assigned, never commits: the topics are the state
-                "client.id": SERVICE,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 128 * 1024 * 1024,
-                "max.partition.fetch.bytes": 72 * 1024 * 1024,
-                "fetch.wait.max.ms": 50,
-            }
-        )
         now_ms = int(time.time() * 1000)
         start_ms = self.rebuild_from_ms(now_ms)
-        assignment = [TopicPartition(self.topics["models"], 0, models_offset)]
-        self.rebuild_ends = {}
-        try:
-            for name in ("predictions", "instances"):
-                topic = self.topics[name]
-                meta = consumer.list_topics(topic, timeout=10)
-                if meta.topics[topic].error is not None:
-                    raise confluent_kafka.KafkaException(meta.topics[topic].error)
-                partitions = sorted(meta.topics[topic].partitions)
-                wanted = [TopicPartition(topic, p, start_ms) for p in partitions]
-                for tp in consumer.offsets_for_times(wanted, timeout=10):
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, tp.partition), timeout=10
-                    )
-                    offset = tp.offset if tp.offset >= 0 else high
-                    assignment.append(TopicPartition(topic, tp.partition, offset))
-                    if high > offset:
-                        self.rebuild_ends[(topic, tp.partition)] = high
-            consumer.assign(assignment)
-        except BaseException:
-            consumer.close()
-            raise
-        self.consumer = consumer
-        behind = sum(
-            high - a.offset for a in assignment if (high := self.rebuild_ends.get((a.topic, a.partition)))
+        since = Start(timestamp_ms=start_ms)
+        self.reader = ReplayReader(
+            self.s,
+            [self.topics["models"], self.topics["predictions"], self.topics["instances"]],
+            name=SERVICE,
+            start={
+                self.topics["models"]: Start(offsets={0: models_offset}),
+                self.topics["predictions"]: since,
+                self.topics["instances"]: since,
+            },
+            **(LARGE_FETCH | {"fetch.wait.max.ms": 50}),
         )
+        positions = self.reader.positions()
+        behind = sum(max(end - positions.get(key, 0), 0) for key, end in self.reader.rebuild_to.items())
         log.info("rebuilding windows from the topics", extra={"from_ms": start_ms, "records_behind": behind})
         self._rebuild_started = time.monotonic()
-        if not self.rebuild_ends:
+        if self.reader.rebuilt():
             self._mark_rebuilt()
 
     def _mark_rebuilt(self) -> None:
@@ -198,37 +173,32 @@ class Supervisor:
             },
         )
 
-    def _caught_up(self) -> bool:
-        assert self.consumer is not None
-        tps = [TopicPartition(t, p) for (t, p) in self.rebuild_ends]
-        for tp in self.consumer.position(tps):
-            if tp.offset < self.rebuild_ends[(tp.topic, tp.partition)]:
-                return False
-        return True
-
     # -- the loop ----------------------------------------------------------------------------
 
     def start(self, shutdown: Shutdown) -> bool:
         """Transactions initialised, models read, inputs assigned; retried while Kafka or the
         topics are not there yet (a supervisor started before the stack must not die)."""
-        assert self.producer is not None
-        initialised = False
-        delay = 1.0
-        while not shutdown.is_set():
-            try:
-                if not initialised:
-                    self.producer.init_transactions(self.s.decision_timeout_s * 3)
-                    initialised = True
-                models_offset = self.read_models()  # applying an event twice is a no-op
-                self.assign(models_offset)
-                return True
-            except (confluent_kafka.KafkaException, RuntimeError, TimeoutError) as exc:
-                if isinstance(exc, confluent_kafka.KafkaException) and exc.args and exc.args[0].fatal():
-                    raise
-                log.warning("Kafka or the topics not ready; retrying", extra={"error": str(exc)[:300]})
-                shutdown.wait(delay)
-                delay = min(delay * 2, 10.0)
-        return False
+        producer = self.producer
+        assert producer is not None
+
+        def attempt() -> None:
+            if not producer.initialised:
+                producer.init(deadline_s=self.s.decision_timeout_s * 3)
+            models_offset = self.read_models()  # applying an event twice is a no-op
+            self.assign(models_offset)
+
+        def not_ready_yet(exc: BaseException) -> bool:  # a missing topic raises RuntimeError
+            return transient(exc) or (isinstance(exc, RuntimeError) and not isinstance(exc, Fenced))
+
+        try:
+            kafka_call(
+                attempt, what="start (Kafka and the topics)", shutdown=shutdown, retry_if=not_ready_yet
+            )
+        except Exception:
+            if shutdown.is_set():
+                return False
+            raise
+        return not shutdown.is_set()
 
     def run(self, shutdown: Shutdown) -> None:
         try:
@@ -249,20 +219,13 @@ class Supervisor:
             self.close()
 
     def step(self) -> int:
-        assert self.consumer is not None
-        messages = self.consumer.consume(self.s.batch_size, self.s.poll_timeout_s)
+        assert self.reader is not None
+        messages = self.reader.poll(self.s.batch_size, self.s.poll_timeout_s)
         started = time.perf_counter()
         now = time.monotonic()
         n = 0
         with self.lock:
             for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise confluent_kafka.KafkaException(err)
-                    if err.code() != confluent_kafka.KafkaError._PARTITION_EOF:
-                        log.warning("consumer error", extra={"error": err.str()})
-                    continue
                 n += 1
                 self._handle(msg, now)
             self.sup.tick(now)
@@ -274,7 +237,7 @@ class Supervisor:
                 self.loop_metrics.consumed(topic, k)
             self.loop_metrics.batch_done(started)
         if not self.rebuilt.is_set():
-            if self._caught_up():
+            if self.reader.rebuilt():
                 self._mark_rebuilt()
             elif time.monotonic() - self._rebuild_started > self.s.rebuild_timeout_s:
                 log.error("rebuild is taking longer than rebuild_timeout_s; still not ready")
@@ -319,16 +282,11 @@ class Supervisor:
             log.exception("dead letter not written")
 
     def _report_lag(self) -> None:
-        assert self.consumer is not None
-        lag: dict[tuple[str, int], int] = {}
+        assert self.reader is not None
         try:
-            assignment = self.consumer.assignment()
-            for tp in self.consumer.position(assignment):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=True) or (0, 0)
-                lag[(tp.topic, tp.partition)] = max(high - max(tp.offset, 0), 0)
+            self.loop_metrics.set_lag(self.reader.lag())
         except confluent_kafka.KafkaException:
             return
-        self.loop_metrics.set_lag(lag)
 
     # -- judging and deciding ----------------------------------------------------------------
 
@@ -346,14 +304,10 @@ class Supervisor:
 
     def _guarded(self, act, arg) -> None:
         """A decision that cannot be written now is retried at the next evaluation (nothing was
-        applied); only a fatal producer error (fenced by a newer supervisor) ends the process."""
+        applied); only being fenced by a newer supervisor (:class:`Fenced`) ends the process."""
         try:
             act(arg)
-        except confluent_kafka.KafkaException as exc:
-            if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
-                raise
-            log.error("decision not written; retried at the next evaluation", extra={"error": str(exc)})
-        except (KafkaUnavailableError, DeliveryError) as exc:
+        except (confluent_kafka.KafkaException, KafkaUnavailableError, DeliveryError) as exc:
             log.error("decision not written; retried at the next evaluation", extra={"error": str(exc)})
 
     def _decide(self, breaches: list[Breach]) -> None:
@@ -391,20 +345,14 @@ class Supervisor:
         """Write decisions in one transaction, then apply them here at once (caller may hold the lock)."""
         assert self.producer is not None
         codec = serde("model_event")
-        timeout = self.s.decision_timeout_s
         with self.lock:
             started = time.perf_counter()
             try:
-                self.producer.begin_transaction()
-                for e in events:
-                    self.producer.produce(self.topics["models"], codec.encode(e), key=e["model_version"])
-                self.producer.commit_transaction(timeout)
+                with self.producer.transaction() as out:
+                    for e in events:
+                        out.produce(self.topics["models"], codec.encode(e), key=e["model_version"])
             except Exception:
                 m.DECISION_FAILURES.inc()
-                try:
-                    self.producer.abort_transaction(timeout)
-                except Exception:
-                    log.exception("aborting the decision transaction failed")
                 raise
             for e in events:
                 self.sup.model_event(e)
@@ -475,58 +423,31 @@ class Supervisor:
             return events
 
     def close(self) -> None:
-        for closer in (
-            self.consumer.close if self.consumer else None,
+        close_all(
+            self.reader.close if self.reader else None,
             self.producer.close if self.producer else None,
             self.dead_producer.close if self.dead_producer else None,
-        ):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception:
-                log.exception("close failed")
-
-
-class ApiServer:
-    """uvicorn on a daemon thread (signals stay with the main thread's Shutdown)."""
-
-    def __init__(self, app, host: str, port: int) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
-
-    def start(self) -> ApiServer:
-        self.thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
+        )
 
 
 def main(settings: SupervisorSettings | None = None) -> None:
-    from libs.common.health import Probes
-    from libs.common.logs import configure_logging
+    from libs.common.http_server import HttpServer
+    from libs.common.process import start_process
     from services.supervisor import policies as pol
     from services.supervisor.http_api import create_app
 
     settings = settings or SupervisorSettings()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
+    shutdown, probes = start_process(SERVICE, settings)
     try:
         policy_set = pol.load(settings.policies_file)
     except pol.PolicyError as exc:
         log.error("invalid policy file: the supervisor does not start", extra={"error": str(exc)})
         raise SystemExit(2) from exc
-    shutdown = Shutdown().install_signal_handlers()
     sup = Supervisor(settings, policy_set)
-    probes = Probes(SERVICE)
     probes.live("loop", lambda: sup.error is None and time.monotonic() - sup.last_loop < 60)
     probes.ready("models_read", sup.models_read.is_set)
     probes.ready("windows_rebuilt", sup.rebuilt.is_set)
-    server = ApiServer(create_app(sup, probes, settings), settings.host, settings.port).start()
+    server = HttpServer(create_app(sup, probes, settings), host=settings.host, port=settings.port).start()
     log.info(
         "supervisor started",
         extra={

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Body, FastAPI, Response
+from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from libs.common.health import Probes
+from libs.common.health import Probes, add_health_routes
 
 if TYPE_CHECKING:
     from services.trainer.service import Trainer
@@ -26,16 +25,9 @@ if TYPE_CHECKING:
 def create_app(trainer: Trainer, probes: Probes) -> FastAPI:
     app = FastAPI(title="pooch trainer", version="1")
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> JSONResponse:
-        status, body = probes.healthz()
-        return JSONResponse(body, status_code=status)
-
-    @app.get("/readyz", include_in_schema=False)
-    def readyz() -> JSONResponse:
-        status, body = probes.readyz()
+    def ready_detail() -> dict[str, Any]:
         doc = trainer.status_doc
-        body["detail"] = {
+        return {
             "role": doc.get("role"),
             "rebuilt": doc.get("rebuilt"),
             "windows": {v: w["size"] for v, w in doc.get("windows", {}).items()},
@@ -44,11 +36,8 @@ def create_app(trainer: Trainer, probes: Probes) -> FastAPI:
                 for v, r in doc.get("failed_runs", {}).items()
             },
         }
-        return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(app, probes, ready_detail)
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from libs.common.deadletters import DeadLetters
 from libs.common.features.extractors import CATEGORICAL, EXTRACTORS
 from libs.common.kafka.producer import Producer
 from libs.common.kafka.replay import ReplayReader
-from libs.common.lifecycle import Shutdown
+from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import INSTANCES, MODELS
@@ -553,44 +553,24 @@ class Trainer:
         self.check_cache(force=True)
 
     def close(self) -> None:
-        for closer in (self.election.stop, self.reader.close, self.publisher.close, self.dlq_producer.close):
-            try:
-                closer()
-            except Exception:
-                log.exception("close failed")
+        close_all(self.election.stop, self.reader.close, self.publisher.close, self.dlq_producer.close)
 
 
 def main(settings: TrainerSettings | None = None) -> None:
-    import uvicorn
-
-    from libs.common.health import Probes
-    from libs.common.logs import configure_logging
+    from libs.common.http_server import HttpServer
+    from libs.common.process import start_process
     from services.trainer.http_api import create_app
 
     settings = settings or TrainerSettings()
-    configure_logging(SERVICE, settings.log_level, settings.log_format)
-    shutdown = Shutdown().install_signal_handlers()
+    shutdown, probes = start_process(SERVICE, settings)
     trainer = Trainer(settings, shutdown)
-    probes = Probes(SERVICE)
     probes.live("loop_and_election", trainer.live)
     probes.ready("window_rebuilt_and_partitions_assigned", trainer.ready)
     probes.ready("last_training_run_ok", trainer.training_ok)
     app = create_app(trainer, probes)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    http = threading.Thread(target=server.run, name="trainer-http", daemon=True)
-    http.start()
+    http = HttpServer(app, host=settings.host, port=settings.port, graceful_shutdown_s=2).start()
     try:
         trainer.run()
     finally:
-        server.should_exit = True
-        http.join(5)
+        http.stop(5)
         log.info("trainer stopped", extra={"reason": shutdown.reason})

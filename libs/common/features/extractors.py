@@ -64,7 +64,7 @@ def country_code(country: str | None) -> float:
     """ISO 3166-1 alpha-2 to 1..676 (injective); 0 for absent or malformed."""
     if not country or len(country) != 2 or not country.isascii() or not country.isalpha():
         return 0.0
-    a, b = country.upper()
+    a, b = country.upper()[0], country.upper()[1]
     return float((ord(a) - 65) * 26 + (ord(b) - 65) + 1)
 
 
