@@ -1,7 +1,7 @@
 # Developer entry points. On a fresh machine they need only Python 3.11, Java 17+ and Maven:
 # the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
 #   make demo   venv, local stack and services, the Sniffable simulation, a report
-#   make test   venv, ruff, stack up (if not running), pytest, stack down (what it started)
+#   make test   venv, ruff, import layers, mypy, stack up (if not running), pytest, stack down (what it started)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +20,7 @@ STAMP := $(VENV)/.pooch-installed
 help:
 	@echo "make demo         the main job: stack + services + simulated Sniffable, ending in a report"
 	@echo "make test         ruff + the whole pytest suite against the real Kafka and Redis"
-	@echo "make lint         ruff check and ruff format --check"
+	@echo "make lint         ruff check, ruff format --check, import layers (import-linter), mypy"
 	@echo "make down         stop the local stack (data is kept)"
 	@echo "make venv         (re)install .venv when pyproject.toml or constraints.txt changed"
 	@echo "make constraints  re-freeze constraints.txt from .venv"
@@ -58,6 +58,8 @@ demo: venv
 # (5) is a failure too, since it means the suite silently vanished.
 test: venv tools
 	$(RUFF) check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(POOCH) stack prereqs
 	@record="$$(mktemp)"; \
 	trap 'for c in $$(cat "$$record"); do $(POOCH) stack down --only "$$c"; done; rm -f "$$record"' EXIT; \
@@ -66,9 +68,12 @@ test: venv tools
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; \
 	exit $$rc
 
+# ruff, the import layers (import-linter contracts in pyproject.toml) and mypy on libs/common.
 lint: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: venv
 	$(RUFF) format .
