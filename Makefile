@@ -53,6 +53,12 @@ HELM_VERSION := v3.22.0
 KUBECONFORM_VERSION := v0.8.0
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 GO ?= go
+# What helm's release builds set with -ldflags: its version, and the Kubernetes version it assumes
+# without a cluster (else 1.20, below the chart's kubeVersion).
+HELM_KUBE_MINOR := 34
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)
 
 tools:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
@@ -69,7 +75,7 @@ tools:
 	  if [ -x $(TOOLS_BIN)/$$name ] && [ "$$(cat $(TOOLS_BIN)/.$$name.version 2>/dev/null)" = "$$version" ]; then return 0; fi; \
 	  echo "building $$name $$version into $(TOOLS_BIN)"; "$$@"; echo "$$version" > $(TOOLS_BIN)/.$$name.version; }; \
 	build kubeconform $(KUBECONFORM_VERSION) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION); \
-	build helm $(HELM_VERSION) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	build helm $(HELM_VERSION)-k8s$(HELM_KUBE_MINOR) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
 	check="$$(cat deploy/grafana/schemacheck/go.mod deploy/grafana/schemacheck/go.sum deploy/grafana/schemacheck/main.go | sha256sum | cut -c1-16)"; \
 	build pooch-grafana-schemacheck "$$check" sh -c 'cd deploy/grafana/schemacheck && $(GO) build -p 1 -o $(TOOLS_BIN)/pooch-grafana-schemacheck .'; \
 	$(GO) mod download github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION)
