@@ -179,6 +179,22 @@ def overview() -> dash.Dashboard:
             desc="Training freshness: PoochTrainingStale fires past 6 h while instances wait.",
         )
     )
+    b = b.with_panel(
+        ts(
+            "Model metrics: realised error ratio to the baseline, validation metrics",
+            "short",
+            q(
+                "max by (model_version) (pooch_supervisor_error_ratio_to_baseline)",
+                "realised {{model_version}}",
+            ),
+            q(
+                "max by (extractor_version, metric) (pooch_trainer_validation_metric)",
+                "validation {{extractor_version}} {{metric}}",
+            ),
+            desc="Realised (supervisor, on labelled predictions) and at validation (trainer). Below 1: better than the baseline.",
+            w=24,
+        )
+    )
     return b
 
 
@@ -590,6 +606,7 @@ def grafana_alerts() -> dict[str, Any]:
                             "datasourceUid": "__expr__",
                             "model": {
                                 "refId": "C",
+                                "datasource": {"type": "__expr__", "uid": "__expr__"},
                                 "type": "threshold",
                                 "expression": "A",
                                 "conditions": [{"evaluator": {"type": "gt", "params": [0]}}],
