@@ -43,6 +43,16 @@ def test_end_to_end_latency_decodes_posted_at():
     assert REGISTRY.get_sample_value("pooch_scorer_end_to_end_seconds_bucket", {"le": "2.5"}) == slow + 1
 
 
+def test_end_to_end_latency_samples_large_batches():
+    from services.scorer.codec import zigzag
+
+    before = REGISTRY.get_sample_value("pooch_scorer_end_to_end_seconds_count") or 0.0
+    now = 1_800_000_000_000
+    scorer_m.observe_end_to_end([zigzag(now - 500)] * 5000, now)
+    observed = REGISTRY.get_sample_value("pooch_scorer_end_to_end_seconds_count") - before
+    assert scorer_m.E2E_SAMPLE <= observed <= 2 * scorer_m.E2E_SAMPLE
+
+
 def test_supervisor_status_follows_the_versions_in_the_windows():
     exporter = supervisor_m.Exporter()
     statuses = {f"old-{i}": "retired" for i in range(100)} | {"live": "active", "bad": "paused"}
