@@ -46,6 +46,7 @@ venv:
 #   promtool, prometheus   Debian's prometheus package (rule tests, the live Prometheus test)
 #   helm, kubeconform      built with `go install` from the Go module proxy into $(TOOLS_BIN)
 #   pooch-grafana-schemacheck   deploy/grafana/schemacheck (Grafana's dashboard schema, Go SDK)
+#   pooch-composecheck     deploy/composecheck (compose-go, the loader of Docker Compose)
 #   prometheus-operator    its Go module (the CRDs the ServiceMonitor/PrometheusRule checks use)
 # Go builds run one at a time (-p 1): the machines have 2 cores, shared.
 TOOLS_BIN ?= $(HOME)/.cache/pooch/bin
@@ -78,6 +79,8 @@ tools:
 	build helm $(HELM_VERSION)-k8s$(HELM_KUBE_MINOR) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
 	check="$$(cat deploy/grafana/schemacheck/go.mod deploy/grafana/schemacheck/go.sum deploy/grafana/schemacheck/main.go | sha256sum | cut -c1-16)"; \
 	build pooch-grafana-schemacheck "$$check" sh -c 'cd deploy/grafana/schemacheck && $(GO) build -p 1 -o $(TOOLS_BIN)/pooch-grafana-schemacheck .'; \
+	check="$$(cat deploy/composecheck/go.mod deploy/composecheck/go.sum deploy/composecheck/main.go | sha256sum | cut -c1-16)"; \
+	build pooch-composecheck "$$check" sh -c 'cd deploy/composecheck && $(GO) build -p 1 -o $(TOOLS_BIN)/pooch-composecheck .'; \
 	$(GO) mod download github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION)
 
 demo: venv

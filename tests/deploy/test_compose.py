@@ -1,10 +1,13 @@
 """docker-compose.yml: valid against the Compose Specification's JSON schema (vendored by the
-check-jsonschema package), and every service, port and POOCH_* variable in it is one the code
-knows, with the values the contract (DESIGN.md) and the settings classes give."""
+check-jsonschema package) and loadable by compose-go (the loader of Docker Compose itself:
+merge keys, interpolation, references between services); every service, port and POOCH_*
+variable in it, as Compose sees them, is one the code knows, with the values the contract
+(DESIGN.md) and the settings classes give."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import subprocess
 
@@ -30,6 +33,18 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def composecheck(path) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("pooch-composecheck"), str(path)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def normalised() -> dict:
+    """The project as Docker Compose would run it (anchors merged, defaults interpolated)."""
+    result = composecheck(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def settings_class(service: str):
@@ -61,6 +76,16 @@ def test_the_schema_check_can_fail(compose):
         jsonschema.validate(bad, get_builtin_schema("vendor.compose-spec"), cls=jsonschema.Draft7Validator)
 
 
+def test_compose_go_loads_it_and_rejects_a_dangling_dependency(tmp_path):
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(
+        COMPOSE.read_text().replace("\n    redis:\n      condition", "\n    rediss:\n      condition")
+    )
+    result = composecheck(bad)
+    assert result.returncode == 1
+    assert 'depends on undefined service "rediss"' in result.stderr
+
+
 def test_infrastructure_kafka_is_the_official_image_in_kraft_mode(compose):
     kafka = compose["services"]["kafka"]
     assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", kafka["image"])
@@ -87,21 +112,24 @@ def test_the_topics_job_creates_the_contract_topics_once(compose):
 
 
 @pytest.mark.parametrize("service", list(PORTS))
-def test_service_matches_the_code(compose, service):
-    svc = compose["services"][service]
+def test_service_matches_the_code(normalised, service):
+    svc = normalised["services"][service]
     cls = settings_class(service)
     port = PORTS[service]
     # The contract's port is the settings' default, and compose publishes and probes that port.
     assert cls.model_fields["port"].default == port
     env = svc["environment"]
     assert env[f"POOCH_{service.upper()}_PORT"] == str(port)
-    assert svc["ports"] == [f"{port}:{port}"]
+    assert [(p["target"], p["published"]) for p in svc["ports"]] == [(port, str(port))]
     assert svc["command"] == ["python", "-m", f"services.{service}"]
+    assert svc["image"] == normalised["services"]["topics"]["image"]  # one image for everything
     assert (REPO / "services" / service / "__main__.py").is_file()
     probe = " ".join(svc["healthcheck"]["test"])
     assert f"http://127.0.0.1:{port}/readyz" in probe
     for dep in ("kafka", "redis"):
         assert svc["depends_on"][dep]["condition"] == "service_healthy"
+    assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
     # Every POOCH_* variable is one the service's settings (or the shared ones) actually read.
     known = env_names(cls) | env_names(CommonSettings)
     unknown = {k for k in env if k.startswith("POOCH_")} - known
