@@ -83,6 +83,35 @@ def test_grafana_alert_rules_are_the_prometheus_alerts():
         assert rule["data"][0]["datasourceUid"] == "pooch-prometheus"
 
 
+def api_rules(provisioning: dict) -> list[dict]:
+    # File provisioning names the folder and the group once per group; Grafana's rule model
+    # carries them on every rule.
+    return [
+        dict(rule, folderUID="pooch", ruleGroup=group["name"], orgID=group["orgId"])
+        for group in provisioning["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def test_grafana_alert_rules_match_grafanas_rule_schema(tmp_path):
+    provisioning = yaml.safe_load((FILES / "grafana-alerts.yaml").read_text())
+    assert provisioning["apiVersion"] == 1
+    good = tmp_path / "rules.json"
+    good.write_text(json.dumps(api_rules(provisioning)))
+    result = subprocess.run(
+        [tool("pooch-grafana-schemacheck"), "-alert-rules", str(good)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = api_rules(provisioning)
+    broken[0]["noDataStat"] = broken[0].pop("noDataState")  # misspelt (and so the required one missing)
+    bad = tmp_path / "broken.json"
+    bad.write_text(json.dumps(broken))
+    result = subprocess.run(
+        [tool("pooch-grafana-schemacheck"), "-alert-rules", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "noDataStat" in result.stdout, result.stdout
+
+
 def test_compose_provisioning_points_at_the_generated_files():
     ds = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yaml").read_text())
     assert ds["datasources"][0]["uid"] == "pooch-prometheus"
