@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -177,17 +178,32 @@ def test_values_schema_is_valid_json_schema_and_accepts_the_defaults():
 
 
 def test_every_value_is_documented():
+    """Every key has a comment above it or at its end. A `# --` comment documents a value as a
+    whole, so the keys inside it (resources.requests, a peer's namespaceSelector) need none."""
     lines = (CHART / "values.yaml").read_text().splitlines()
+    keys = []  # (indent, line index) of the keys above the current one
     for i, line in enumerate(lines):
-        stripped = line.strip()
-        # A top-level key, or a key at any depth opening a block: preceded by a comment line.
-        if (
-            stripped
-            and not stripped.startswith(("#", "-"))
-            and stripped.endswith(":")
-            and line == line.lstrip()
-        ):
-            assert lines[i - 1].lstrip().startswith("#"), f"values.yaml: {stripped} has no comment"
+        key = re.match(r"^(\s*)(- )?([A-Za-z][\w.-]*):", line)
+        if not key:
+            continue
+        indent = len(key.group(1))
+        while keys and keys[-1][0] >= indent:
+            keys.pop()
+        covered = any(_doc(lines, j).startswith("# --") for _, j in keys)
+        keys.append((indent, i))
+        if key.group(2) or covered:
+            continue
+        assert _doc(lines, i), f"values.yaml line {i + 1}: {key.group(3)} has no comment"
+
+
+def _doc(lines: list[str], i: int) -> str:
+    """The comment documenting the key on line i: at its end, or on the lines above it."""
+    if "  # " in lines[i]:
+        return "# " + lines[i].split("  # ", 1)[1]
+    j = i - 1
+    while j >= 0 and lines[j].lstrip().startswith("#"):
+        j -= 1
+    return lines[j + 1].strip() if j + 1 < i else ""
 
 
 # -- what the manifests promise ---------------------------------------------------------------
