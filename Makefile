@@ -1,4 +1,5 @@
-# Developer entry points. On a fresh machine they need only Python 3.11, Java 17+ and Maven:
+# Developer entry points. On a fresh machine they need only Python 3.11, Java 17+, Maven and Go
+# (Go builds the deployment checks' tools, see `tools`):
 # the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
 #   make demo   venv, local stack and services, the Sniffable simulation, a report
 #   make test   venv, ruff, stack up (if not running), pytest, stack down (what it started)
