@@ -99,25 +99,24 @@ WHATIF_STATE_DEGRADED = Counter(
 )
 
 
-# Metrics whose series carry a model_version label, and where that label sits.
-_VERSIONED: tuple[tuple[Counter | Gauge, int], ...] = (
-    (PREDICTIONS, 2),
-    (INVALID_OUTPUTS, 0),
-    (PREDICT_ERRORS, 0),
-    (SERVING, 2),
+# Metrics whose series carry a model_version label, with their label names in order.
+_VERSIONED: tuple[tuple[Counter | Gauge, tuple[str, ...]], ...] = (
+    (PREDICTIONS, ("path", "arm", "model_version")),
+    (INVALID_OUTPUTS, ("model_version",)),
+    (PREDICT_ERRORS, ("model_version",)),
+    (SERVING, ("extractor_version", "arm", "model_version")),
 )
 
 
 def forget_versions(keep: Iterable[str]) -> None:
     """Remove every model_version series except ``keep`` (and ``none``, the baseline's)."""
     wanted = {*keep, "none"}
-    for metric, at in _VERSIONED:
-        names = metric._labelnames  # the label order .remove() expects
+    for metric, names in _VERSIONED:
         gone = {
-            labels
+            tuple(sample.labels[n] for n in names)
             for family in metric.collect()
             for sample in family.samples
-            if (labels := tuple(sample.labels.get(n, "") for n in names))[at] not in wanted
+            if sample.labels.get("model_version", "none") not in wanted
         }
         for labels in gone:
             metric.remove(*labels)
