@@ -17,7 +17,7 @@ import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
 from libs.common.settings import CommonSettings
-from tests.deploy.conftest import REPO, tool
+from tests.deploy.support import REPO, tool
 
 COMPOSE = REPO / "docker-compose.yml"
 PORTS = {"collector": 8001, "featurizer": 8002, "trainer": 8003, "scorer": 8004, "supervisor": 8005}

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy.conftest import REPO, tool
+from tests.deploy.support import REPO, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 

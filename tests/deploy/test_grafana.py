@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from tests.deploy.conftest import REPO, RULES, tool
+from tests.deploy.support import REPO, RULES, tool
 
 BUILD = REPO / "deploy" / "grafana" / "build.py"
 FILES = REPO / "deploy" / "k8s" / "pooch" / "files"

@@ -16,7 +16,7 @@ import yaml
 
 from libs.common.settings import CommonSettings
 from tests.deploy import kube_schemas
-from tests.deploy.conftest import CHART, REPO, RULES, tool
+from tests.deploy.support import CHART, REPO, RULES, tool
 from tests.deploy.test_compose import PORTS, env_names, settings_class
 
 CI_VALUES = sorted((REPO / "deploy" / "k8s" / "ci").glob("*.yaml"))

@@ -10,7 +10,7 @@ import re
 
 import yaml
 
-from tests.deploy.conftest import REPO, RULES
+from tests.deploy.support import REPO, RULES
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yml"
