@@ -1,4 +1,5 @@
-# Developer entry points. On a fresh machine they need only Python 3.11, Java 17+ and Maven:
+# Developer entry points. On a fresh machine they need only Python 3.11, Java 17+, Maven and Go
+# (Go builds the deployment checks' tools, see `tools`):
 # the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
 #   make demo   venv, local stack and services, the Sniffable simulation, a report
 #   make test   venv, ruff, import layers, mypy, stack up (if not running), pytest, stack down (what it started)
@@ -41,13 +42,47 @@ venv:
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
 	echo "$$want" > $(STAMP)
 
-# promtool checks the alert rules in deploy/prometheus (Debian's prometheus package ships it).
+# External tools of the deployment checks (tests/deploy, tests/integration/ops), installed once
+# and cached; each step is skipped when its tool is already there at the pinned version:
+#   promtool, prometheus   Debian's prometheus package (rule tests, the live Prometheus test)
+#   helm, kubeconform      built with `go install` from the Go module proxy into $(TOOLS_BIN)
+#   pooch-grafana-schemacheck   deploy/grafana/schemacheck (Grafana's dashboard schema, Go SDK)
+#   pooch-composecheck     deploy/composecheck (compose-go, the loader of Docker Compose)
+#   prometheus-operator    its Go module (the CRDs the ServiceMonitor/PrometheusRule checks use)
+# Go builds run one at a time (-p 1): the machines have 2 cores, shared.
+TOOLS_BIN ?= $(HOME)/.cache/pooch/bin
+HELM_VERSION := v3.22.0
+KUBECONFORM_VERSION := v0.8.0
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+GO ?= go
+# What helm's release builds set with -ldflags: its version, and the Kubernetes version it assumes
+# without a cluster (else 1.20, below the chart's kubeVersion).
+HELM_KUBE_MINOR := 34
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)
+
 tools:
-	@command -v promtool >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing promtool (Debian package prometheus)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	else echo "promtool missing: install Debian's prometheus package (the alert-rule tests need it)" >&2; fi
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing promtool and prometheus (Debian package prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool/prometheus missing: install Debian's prometheus package (the rule and live tests need it)" >&2; fi; \
+	fi
+	@mkdir -p $(TOOLS_BIN); \
+	if ! command -v $(GO) >/dev/null 2>&1; then \
+	  echo "go missing: helm, kubeconform and the dashboard schema check are built with go (tests/deploy skip them)" >&2; exit 0; \
+	fi; \
+	build() { name=$$1; version=$$2; shift 2; \
+	  if [ -x $(TOOLS_BIN)/$$name ] && [ "$$(cat $(TOOLS_BIN)/.$$name.version 2>/dev/null)" = "$$version" ]; then return 0; fi; \
+	  echo "building $$name $$version into $(TOOLS_BIN)"; "$$@"; echo "$$version" > $(TOOLS_BIN)/.$$name.version; }; \
+	build kubeconform $(KUBECONFORM_VERSION) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION); \
+	build helm $(HELM_VERSION)-k8s$(HELM_KUBE_MINOR) env GOBIN=$(TOOLS_BIN) $(GO) install -p 1 -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	check="$$(cat deploy/grafana/schemacheck/go.mod deploy/grafana/schemacheck/go.sum deploy/grafana/schemacheck/main.go | sha256sum | cut -c1-16)"; \
+	build pooch-grafana-schemacheck "$$check" sh -c 'cd deploy/grafana/schemacheck && $(GO) build -p 1 -o $(TOOLS_BIN)/pooch-grafana-schemacheck .'; \
+	check="$$(cat deploy/composecheck/go.mod deploy/composecheck/go.sum deploy/composecheck/main.go | sha256sum | cut -c1-16)"; \
+	build pooch-composecheck "$$check" sh -c 'cd deploy/composecheck && $(GO) build -p 1 -o $(TOOLS_BIN)/pooch-composecheck .'; \
+	$(GO) mod download github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION)
 
 demo: venv
 	$(POOCH) demo

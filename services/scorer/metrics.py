@@ -3,9 +3,15 @@
 ``path`` is ``stream`` (the features topic) or ``whatif`` (the HTTP API). ``model_version`` is
 ``none`` for predictions no model made (the baseline arm and fallbacks). Hot paths count per
 batch, not per record.
+
+Labels stay bounded: series carrying a ``model_version`` exist only for the versions serving (and
+those that served until the last swap); :func:`forget_versions` drops the others at every swap,
+so a scorer that has seen a thousand published versions still exports a handful of series.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -37,6 +43,12 @@ PREDICT_SECONDS = Histogram(
     "Time of one batched predict call (one model, one group of rows).",
     ["path"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+END_TO_END_SECONDS = Histogram(
+    "pooch_scorer_end_to_end_seconds",
+    "From the pupdate's posted_at (app event time) to its prediction being written (stream path; "
+    "a sample of at most ~64 records per batch).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
 UNDECODABLE = Counter(
     "pooch_scorer_undecodable_total", "features records that could not be decoded (dead-lettered)."
@@ -85,3 +97,44 @@ WHATIF_STATE_DEGRADED = Counter(
     "What-if drafts featurized with default state (online view missing or unavailable).",
     ["reason"],
 )
+
+
+# Metrics whose series carry a model_version label, with their label names in order.
+_VERSIONED: tuple[tuple[Counter | Gauge, tuple[str, ...]], ...] = (
+    (PREDICTIONS, ("path", "arm", "model_version")),
+    (INVALID_OUTPUTS, ("model_version",)),
+    (PREDICT_ERRORS, ("model_version",)),
+    (SERVING, ("extractor_version", "arm", "model_version")),
+)
+
+
+def forget_versions(keep: Iterable[str]) -> None:
+    """Remove every model_version series except ``keep`` (and ``none``, the baseline's)."""
+    wanted = {*keep, "none"}
+    for metric, names in _VERSIONED:
+        gone = {
+            tuple(sample.labels[n] for n in names)
+            for family in metric.collect()
+            for sample in family.samples
+            if sample.labels.get("model_version", "none") not in wanted
+        }
+        for labels in gone:
+            metric.remove(*labels)
+
+
+# Records of a batch whose end-to-end latency is observed: an evenly spaced sample, because
+# decoding and observing every record costs ~2 us each, a seventh of the stream's per-record
+# budget (docs/performance.md); quantiles of the sample estimate those of the batch.
+E2E_SAMPLE = 64
+
+
+def observe_end_to_end(posted: Sequence[bytes], now_ms: int) -> None:
+    """Observe app-event-to-prediction latency for a sample of a batch (posted_at as Avro
+    zig-zag varints, as the scorer keeps them)."""
+    observe = END_TO_END_SECONDS.observe
+    for raw in posted[:: max(1, len(posted) // E2E_SAMPLE)]:
+        n = shift = 0
+        for b in raw:
+            n |= (b & 0x7F) << shift
+            shift += 7
+        observe(max(now_ms - ((n >> 1) ^ -(n & 1)), 0) / 1000.0)

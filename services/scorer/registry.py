@@ -214,6 +214,10 @@ class Registry:
                         "generation": new.generation,
                     },
                 )
+        # Bounded labels: only the versions serving before or after this swap keep their series.
+        m.forget_versions(
+            {mdl.version for snap in (old, new) for arms in snap.serving.values() for mdl in arms.values()}
+        )
         counts: dict[str, int] = dict.fromkeys(("published", "paused", "retired", "refused"), 0)
         for status in new.statuses.values():
             counts[status] = counts.get(status, 0) + 1

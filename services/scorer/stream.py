@@ -133,6 +133,7 @@ class StreamScorer:
             )
             produce(topic, value, batch.keys[i])
         self.metrics.produced(topic, len(batch))
+        m.observe_end_to_end(batch.posted, now_ms)
         record_metrics(scored, "stream")
         self.scored += len(batch)
 

@@ -2,6 +2,8 @@
 
 Health figures are gauges per model version over the live window (slice ``all``); a version's
 series are removed once it has left the windows, so cardinality follows the versions in play.
+The status gauge follows the same rule (versions in the windows only); how many versions are in
+each status, whatever their number, is ``pooch_supervisor_models{status}``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ VERSION_STATUS = Gauge(
     "1 for a version's current status (active, paused, retired).",
     ["model_version", "status"],
 )
+MODELS_BY_STATUS = Gauge(
+    "pooch_supervisor_models",
+    "Published model versions by current status (active, paused, retired).",
+    ["status"],
+)
+for _status in ("active", "paused", "retired"):
+    MODELS_BY_STATUS.labels(_status)
 EXTRACTOR_FALLBACK = Gauge(
     "pooch_supervisor_fallback_ratio",
     "Share of an extractor version's predictions that fell back, by reason (live window).",
@@ -177,7 +186,14 @@ class Exporter:
         return started
 
     def status(self, statuses: Mapping[str, str]) -> None:
-        now = set(statuses.items())
+        counts = dict.fromkeys(("active", "paused", "retired"), 0)
+        for st in statuses.values():
+            counts[st] = counts.get(st, 0) + 1
+        for st, n in counts.items():
+            MODELS_BY_STATUS.labels(st).set(n)
+        # Per-version series only for the versions in the windows (set just before by
+        # versions_health): every version ever published would grow the series without end.
+        now = {(v, st) for v, st in statuses.items() if v in self.versions}
         for key in self.statuses - now:
             _set(VERSION_STATUS, key, None)
         for key in now:
