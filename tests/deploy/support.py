@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 CHART = REPO / "deploy" / "k8s" / "pooch"
 RULES = CHART / "files" / "alerts.yml"
 TOOLS_BIN = Path(os.environ.get("POOCH_TOOLS_BIN", Path.home() / ".cache" / "pooch" / "bin"))

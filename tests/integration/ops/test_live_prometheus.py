@@ -21,10 +21,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.procs import ServiceProcess
+from tests.support import REPO
+from tests.support.procs import ServiceProcess
 from tooling.stack.processes import free_port
 
-REPO = Path(__file__).resolve().parents[3]
 FILES = REPO / "deploy" / "k8s" / "pooch" / "files"
 RULES = FILES / "alerts.yml"
 SERVICES = ("collector", "featurizer", "trainer", "scorer", "supervisor")
