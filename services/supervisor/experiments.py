@@ -27,9 +27,9 @@ when judged every 25 labels, against 0.4 % for the rule below). So every interva
 rests on is a **confidence sequence**: the mixture sequential probability ratio test (mSPRT) of
 Robbins (1970), as used for online experiments by Johari, Pekelis and Walsh ("Always valid
 inference", 2017/2022). With a normal mixing distribution of standard deviation ``tau``
-(``mixture_sd`` in ``policies.toml``, in likes, fixed before the experiment) over the true
-difference, and ``V`` the variance of the estimate (``s_a^2/n_a + s_b^2/n_b`` for a difference,
-``s^2/n`` for one arm's mean), the set
+(``mixture_sd`` in ``policies.toml``, in likes, fixed before the experiment; ``mean_mixture_sd``
+for one arm's mean) over the true difference, and ``V`` the variance of the estimate
+(``s_a^2/n_a + s_b^2/n_b`` for a difference, ``s^2/n`` for one arm's mean), the set
 
     estimate +- sqrt( V (V + tau^2) / tau^2 * ( log((V + tau^2) / V) + 2 log(1 / alpha) ) )
 
@@ -127,7 +127,7 @@ def mean_sequence(tally: ArmTally, rule: ExperimentRule) -> tuple[float | None, 
     mean, var = tally.mean(), tally.var()
     if mean is None or var is None:
         return None, None
-    half = cs_half_width(var / tally.labelled, rule.mixture_sd, 1 - rule.confidence)
+    half = cs_half_width(var / tally.labelled, rule.mean_mixture_sd, 1 - rule.confidence)
     return mean - half, mean + half
 
 
@@ -258,6 +258,7 @@ class Experiments:
             "method": METHOD,
             "alpha": 1 - rule.confidence,
             "mixture_sd": rule.mixture_sd,
+            "mean_mixture_sd": rule.mean_mixture_sd,
             "min_labelled_per_arm": rule.min_labelled_per_arm,
             "rule": rule.model_dump(),
             "experiments": out,

@@ -23,13 +23,15 @@ from services.supervisor.experiments import (
     cs_half_width,
     difference_sequence,
 )
-from services.supervisor.policies import ExperimentRule
+from services.supervisor.policies import load
+from services.supervisor.settings import DEFAULT_POLICIES
 
 T0 = 1_800_000_000_000
 EXPERIMENTS = 240
 LOOK_EVERY = 25
 MAX_PER_ARM = 3_000
-RULE = ExperimentRule(confidence=0.95, mixture_sd=2.0, min_labelled_per_arm=500)
+# the rule as shipped: what the supervisor (and the demo) actually uses
+RULE = load(DEFAULT_POLICIES).experiments
 
 
 def _event(kind: str, version: str, created_at: int, **kw) -> dict:
@@ -44,7 +46,7 @@ def _event(kind: str, version: str, created_at: int, **kw) -> dict:
     return base | kw
 
 
-def _experiment(rule: ExperimentRule) -> Experiments:
+def _experiment(rule) -> Experiments:
     cat = Catalog()
     cat.apply(_event("PUBLISHED", "v1-c", T0 - 100_000))
     cat.apply(_event("PUBLISHED", "v1-x", T0 - 90_000))
