@@ -62,6 +62,7 @@ class Simulation:
     def __init__(self, config: SimConfig, *, advisor: Advisor | None = None) -> None:
         self.config = config
         self.advisor: Advisor = advisor or FirstDraft()
+        self.posting_closed = False  # set from another thread: owners stop posting, likes still come
         self.start_ms = config.start_ms if config.start_ms is not None else int(time.time() * 1000)
         self.world = World(
             np.random.default_rng([config.seed, 0]),
@@ -129,8 +130,16 @@ class Simulation:
 
     # -- the stream -------------------------------------------------------------------------
 
+    def close_posting(self) -> None:
+        """No new pupdates from now on; the likes of those posted keep coming until the last one.
+
+        A live run ended this way (instead of cut) gives every pupdate its whole label horizon.
+        """
+        self.posting_closed = True
+
     def events(self) -> Iterator[SimEvent]:
-        """Every record the app sends, in send order; finite only with ``max_events``."""
+        """Every record the app sends, in send order; finite with ``max_events`` or once
+        :meth:`close_posting` was called and the last likes are out."""
         c = self.config
         world = self.world
         codec = self.codec
@@ -176,6 +185,8 @@ class Simulation:
                     emitted += 1
                     yield ev
                     continue
+            if posting and self.posting_closed:
+                posting = False
             like = timeline.pop_until(next_post if posting else _INF)
             if like is not None:
                 send_ms, liked_at, pid, sniffer = like

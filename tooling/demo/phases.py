@@ -209,17 +209,15 @@ class LiveState:
 def live(
     plan: DemoPlan, svc: DemoServices, settings: CommonSettings, log: RunLog, view: LiveView, say
 ) -> dict:
-    # Owners post for about live_seconds (the budget is the records scheduled: pupdates and the
-    # likes they will get), then the likes still due keep coming in real time until the last
-    # pupdates' horizons have passed: a live stream cut at the end would undercount their labels.
+    # Owners post for live_seconds of wall time (sim.close_posting), then the likes still due
+    # keep coming in real time until the last pupdates' horizons have passed: a live stream cut
+    # at the end would undercount their labels.
     config = SimConfig(
         seed=plan.seed,
         stream_seed=plan.seed + 1_000,
         rate=plan.rate,
         time_scale=1.0,
         horizon_s=plan.horizon_s,
-        max_events=int(plan.rate * plan.live_seconds),
-        drain=True,
         bad_share=plan.bad_share,
         n_dogs=plan.n_dogs,
         drafts=plan.drafts,
@@ -256,6 +254,10 @@ def live(
             if chaos_due is not False and elapsed >= chaos_due:
                 chaos_due = False
                 helpers.append(_spawn(lambda: chaos(plan, svc, log, state)))
+            if elapsed >= plan.live_seconds and not sim.posting_closed:
+                sim.close_posting()
+                log.mark("posting_closed")
+                state.notes.append("owners stopped posting; the last likes are coming in")
             if time.monotonic() - last_poll >= 2.0:
                 last_poll = time.monotonic()
                 versions = _versions(svc) or versions

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from libs.common.admin import ensure_topics
+from libs.common.settings import CommonSettings
 from services.supervisor.policies import load as load_policies
 from services.supervisor.settings import DEFAULT_POLICIES
 from tooling.demo import figures, phases, plots, report
@@ -67,18 +68,33 @@ def last_demo(stack: LocalStack) -> dict[str, Any] | None:
         return None
 
 
-def run_demo(plan: DemoPlan, *, out: Path | None, console: Console, say, keep: bool = False) -> DemoResult:
+def run_demo(
+    plan: DemoPlan,
+    *,
+    out: Path | None,
+    console: Console,
+    say,
+    keep: bool = False,
+    backend: tuple[str, str] | None = None,
+    partitions: int | None = None,
+) -> DemoResult:
+    """``backend`` (Kafka bootstrap, Redis URL): use these instead of the local stack's."""
     prefix = new_prefix()
     folder = (out or Path.cwd() / "demo-reports") / prefix.rstrip(".")
     folder.mkdir(parents=True, exist_ok=True)
     log = RunLog()
     stack = LocalStack(report=say)
-    infra = infrastructure(stack, say)
-    settings = stack.common_settings(prefix)
-    ensure_topics(settings)
+    if backend is None:
+        infra = infrastructure(stack, say)
+        kafka_bootstrap, redis_url = stack.kafka_bootstrap, stack.redis_url
+    else:
+        infra = "given"
+        kafka_bootstrap, redis_url = backend
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix)
+    ensure_topics(settings, partitions=partitions)
     remember(stack, prefix, folder, "running")
     rule = load_policies(DEFAULT_POLICIES).experiments
-    svc = DemoServices(plan, prefix, folder, stack.kafka_bootstrap, stack.redis_url)
+    svc = DemoServices(plan, prefix, folder, kafka_bootstrap, redis_url)
     snapshots: dict[str, Any] = {}
     aborted: str | None = None
     try:

@@ -144,3 +144,20 @@ def test_refused_connections_cost_nothing():
 
     adv = WhatIfAdvisor(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
     assert adv.choose([{"dog_id": "a"}]) == Choice(0, None, UNAVAILABLE)
+
+
+def test_closing_posting_ends_the_stream_once_the_last_likes_are_out():
+    sim = Simulation(SimConfig(**(BASE | {"max_events": None})))
+    posted: set[str] = set()
+    likes_after_close = 0
+    events = sim.events()
+    for n, ev in enumerate(events):
+        if ev.kind == PUPDATE:
+            assert not sim.posting_closed
+            posted.add(ev.key)
+        elif sim.posting_closed and ev.kind == "like":
+            likes_after_close += 1
+            assert ev.key in posted
+        if n == 3_000:
+            sim.close_posting()
+    assert sim.posting_closed and likes_after_close > 0  # the stream ended by itself
