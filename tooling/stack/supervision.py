@@ -51,6 +51,7 @@ class Program:
     startsecs: int = 5
     startretries: int = 8
     stopwaitsecs: int = 30
+    autostart: bool = True
 
 
 @dataclass
@@ -161,6 +162,20 @@ class Supervision:
     def env_file(self, program: Program) -> Path:
         return self.folder / f"{program.name}.env.json"
 
+    def write_env(self, name: str, env: Mapping[str, str]) -> None:
+        """The environment the program gets from its next start on (the launcher reads it then)."""
+        path = self.folder / f"{name}.env.json"
+        path.write_text(json.dumps(dict(env)))
+        path.chmod(0o600)
+
+    def running(self) -> bool:
+        if self.process.pid() is None:
+            return False
+        try:
+            return self.rpc().supervisor.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Fault):
+            return False
+
     def config_text(self) -> str:
         lines = [
             "; written by tooling/stack/supervision.py: do not edit, it is rewritten on start",
@@ -190,7 +205,7 @@ class Supervision:
                 f"[program:{p.name}]",
                 f"command={_escape(command)}",
                 f"directory={_escape(str(p.cwd))}",
-                "autostart=true",
+                f"autostart={'true' if p.autostart else 'false'}",
                 "autorestart=true",
                 f"startsecs={p.startsecs}",
                 f"startretries={p.startretries}",
@@ -204,6 +219,61 @@ class Supervision:
                 "stdout_logfile_backups=1",
             ]
         return "\n".join(lines) + "\n"
+
+
+# states in which a program has a process (supervisor.states.RUNNING_STATES plus STOPPING)
+_ALIVE = ("RUNNING", "STARTING", "STOPPING")
+
+
+class SupervisedService:
+    """One service of the local stack run by the stack's supervisord, with the interface the
+    stack manager uses for its processes (``pid``, ``start``, ``stop``, ``adopt``, ``log_file``).
+
+    supervisord is started with the first service (every service is a program that does not
+    start by itself) and shut down when the last one is stopped, so ``pooch stack down`` leaves
+    nothing behind.
+    """
+
+    def __init__(self, name: str, supervision: Supervision) -> None:
+        self.name = name
+        self.supervision = supervision
+        self.log_file = supervision.log_of(name)
+
+    def pid(self) -> int | None:
+        if self.supervision.process.pid() is None:
+            return None
+        try:
+            info = self.supervision.info(self.name)
+        except (OSError, xmlrpc.client.Fault):
+            return None
+        return int(info["pid"]) if info["statename"] in _ALIVE and info["pid"] else None
+
+    def adopt(self, pid: int) -> None:
+        """Nothing to record: supervisord knows its processes."""
+
+    def start(self, argv, *, cwd: Path, env: Mapping[str, str] | None = None) -> int:
+        if not self.supervision.running():
+            self.supervision.start()
+        self.supervision.write_env(self.name, env or {})
+        self.supervision.rpc().supervisor.startProcess(self.name, False)
+        deadline = time.monotonic() + 30
+        while (pid := self.pid()) is None:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"supervisord did not start {self.name}", log=self.log_file, log_tail=tail(self.log_file)
+                )
+            time.sleep(0.1)
+        return pid
+
+    def stop(self, timeout: float) -> bool:
+        if self.pid() is None:
+            return False
+        with contextlib.suppress(OSError, xmlrpc.client.Fault):
+            self.supervision.rpc().supervisor.stopProcess(self.name, True)
+        with contextlib.suppress(OSError, xmlrpc.client.Fault):
+            if all(state not in _ALIVE for state in self.supervision.states().values()):
+                self.supervision.stop(timeout)
+        return True
 
 
 def _escape(value: str) -> str:
