@@ -52,6 +52,16 @@ HISTORICAL, MACHINE_LEARNED = "historical", "machine-learned"
 WORLD_OF = {"baseline": HISTORICAL, "champion": MACHINE_LEARNED, "challenger": MACHINE_LEARNED}
 ARMS = ("champion", "challenger", "baseline")
 SERIES_POINTS = 60
+DEFINITION = (
+    "The experiment starts at created_at of the first ACTIVATED record on `models` carrying arm weights, "
+    "plus settle_ms; its pupdates are the v1 `predictions` from then on (one per pupdate_id), joined with "
+    "the v1 `instances` by pupdate_id for their likes within the horizon. World: arm `baseline` = "
+    "historical, `champion` + `challenger` = machine-learned. Capped: each pupdate's likes capped at the "
+    "99th percentile of the instances posted before the start (fixed before any outcome). Adjusted: "
+    "capped likes minus (x - mean x).beta, x = the dog's mean capped likes over the warm start (or the "
+    "warm-start mean), whether it had any, log_followers and its square; beta by least squares over "
+    "both worlds together. Intervals: mSPRT normal-mixture confidence sequences (always valid)."
+)
 
 
 def experiment_start(models: list[dict]) -> int | None:
@@ -233,7 +243,7 @@ def compute(
     fallbacks = Counter(p["fallback_reason"] for p in rows if p["fallback"])
     latency = [float(p["predicted_at"] - p["posted_at"]) for p in rows]
     return {
-        "definition": __doc__,
+        "definition": DEFINITION,
         "method": {
             "name": "mSPRT normal-mixture confidence sequence (always valid), beside a fixed-n t interval",
             "alpha": 1 - rule.confidence,

@@ -148,7 +148,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Fixed-n Welch interval of the lift, for reference (valid for one look only): "
         + (f"[{lift['ci_low']:+.2f}, {lift['ci_high']:+.2f}]." if lift else "-"),
         "",
-        "Definitions (recomputable from the topics alone): " + " ".join(report["definition"].split()),
+        "Definitions (recomputable from the topics alone): " + report["definition"],
         "",
         _truth_line(run),
         "",

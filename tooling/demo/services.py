@@ -59,10 +59,11 @@ class DemoServices:
 
     def __post_init__(self) -> None:
         self.token = secrets.token_hex(16)
-        self.specs = {}
-        for spec in services.available():
-            port = free_port() if self.plan.free_ports else spec.port
-            self.specs[spec.name] = replace(spec, port=port)
+        wanted = services.available()
+        # The contract ports when they are free; when any is taken (a developer's stack, another
+        # demo), free ones for all, so `make demo` runs beside whatever else is up.
+        self.moved = self.plan.free_ports or not all(port_free("127.0.0.1", s.port) for s in wanted)
+        self.specs = {s.name: replace(s, port=free_port() if self.moved else s.port) for s in wanted}
         extra = service_environment(self.plan, self.prefix, self.token)
         programs = [
             Program(
@@ -79,12 +80,10 @@ class DemoServices:
         return f"http://127.0.0.1:{self.specs[name].port}"
 
     def start(self, report, timeout: float = 120.0) -> None:
-        for spec in self.specs.values():
-            if not port_free("127.0.0.1", spec.port):
-                raise StackError(
-                    f"port {spec.port} for {spec.name} is taken (another stack's services?)",
-                    hint="stop them (`pooch stack down`) or run `pooch demo --free-ports`",
-                )
+        if self.moved and not self.plan.free_ports:
+            report(
+                "the contract ports 8001-8005 are taken (another stack?): this run's services use free ones"
+            )
         report(f"starting {', '.join(self.specs)} under supervisord ({self.supervision.folder})")
         self.supervision.start()
         deadline = time.monotonic() + timeout
