@@ -148,13 +148,13 @@ def decisions_timeline(report: dict[str, Any], path: Path) -> Path:
             ax.axvspan(
                 (marks[a_] - start) / 1000, (marks[b_] - start) / 1000, color=colour, alpha=0.15, label=label
             )
-    for name in ("live_start", "live_end"):
+    for name in ("live_start", "posting_closed", "live_end"):
         if name in marks:
             ax.axvline((marks[name] - start) / 1000, color="#999999", linestyle=":")
             ax.text(
                 (marks[name] - start) / 1000,
                 len(items) + 0.7,
-                name.replace("_", " "),
+                " " + {"live_end": "last likes in"}.get(name, name.replace("_", " ")),
                 fontsize=7,
                 color="#666666",
             )
