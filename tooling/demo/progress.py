@@ -45,7 +45,9 @@ def table(s: dict[str, Any]) -> Table:
         f"champion {s['champion'] or '-'}, challenger {s['challenger'] or '-'}, {s['versions']} versions",
     )
     t.add_row("supervisor", f"{s['decisions']} decisions; paused: {', '.join(s['paused']) or 'none'}")
-    t.add_row("experiment", _fmt_arms(s["arms"]))
+    t.add_row(
+        "experiment", "supervisor, per arm pupdates/labelled likes per pupdate: " + _fmt_arms(s["arms"])
+    )
     for note in s.get("notes", [])[-4:]:
         t.add_row("", note)
     return t
