@@ -295,11 +295,12 @@ def series(rows: list[dict], labels: dict[str, int], rule: ExperimentRule, since
         return out
     t_end = rows[-1]["posted_at"]
     checkpoints = np.linspace(since, t_end, SERIES_POINTS)[1:]
-    for world in (HISTORICAL, MACHINE_LEARNED):
+    groups = [(w, lambda p, w=w: WORLD_OF.get(p["arm"]) == w) for w in (HISTORICAL, MACHINE_LEARNED)]
+    # the machine-learned world's two arms on their own too (the historical world is one arm)
+    groups += [(f"arm {a}", lambda p, a=a: p["arm"] == a) for a in ("champion", "challenger")]
+    for world, member in groups:
         ys = [
-            (p["posted_at"], labels[p["pupdate_id"]])
-            for p in rows
-            if WORLD_OF.get(p["arm"]) == world and p["pupdate_id"] in labels
+            (p["posted_at"], labels[p["pupdate_id"]]) for p in rows if member(p) and p["pupdate_id"] in labels
         ]
         points = []
         n = s = s2 = 0
@@ -314,7 +315,8 @@ def series(rows: list[dict], labels: dict[str, int], rule: ExperimentRule, since
                 var = max((s2 - s * s / n) / (n - 1), 0.0)
                 half = cs_half_width(var / n, rule.mean_mixture_sd, 1 - rule.confidence)
                 points.append([(t - since) / 1000, n, mean, mean - half, mean + half])
-        out[world] = points
+        if points:
+            out[world] = points
     return out
 
 

@@ -43,6 +43,17 @@ def likes_over_time(report: dict[str, Any], path: Path) -> Path:
             if not points:
                 continue
             t = [p[0] for p in points]
+            if world.startswith("arm "):  # an arm of the machine-learned world: its mean alone
+                style = "--" if world.endswith("champion") else ":"
+                ax.plot(
+                    t,
+                    [p[2] for p in points],
+                    color=COLOURS["machine-learned"],
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"{world} (machine-learned): running mean",
+                )
+                continue
             ax.plot(t, [p[2] for p in points], color=COLOURS[world], label=f"{world}: running mean")
             ax.fill_between(
                 t,
@@ -58,7 +69,10 @@ def likes_over_time(report: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=7)
-    fig.suptitle("Possible worlds: historical vs machine-learned, as the experiment went on")
+    fig.suptitle(
+        "Possible worlds: likes per pupdate per world and arm as the experiment went on "
+        "(historical = arm baseline)"
+    )
     return _save(fig, path)
 
 
