@@ -164,6 +164,35 @@ def difference(a: list[float], b: list[float], rule: ExperimentRule) -> dict[str
     }
 
 
+def _clustered_variance(ys: list[float], dogs: list[str]) -> float:
+    """Variance of the mean with dogs as clusters (CR0): a dog's posts are not independent."""
+    y = np.asarray(ys, dtype=float)
+    residual = y - y.mean()
+    per_dog: dict[str, float] = defaultdict(float)
+    for r, d in zip(residual.tolist(), dogs, strict=True):
+        per_dog[d] += r
+    return float(sum(v * v for v in per_dog.values()) / len(y) ** 2)
+
+
+def clustered_difference(
+    a: tuple[list[float], list[str]], b: tuple[list[float], list[str]], rule: ExperimentRule
+) -> dict[str, Any] | None:
+    """The same always-valid interval of mean(a) - mean(b), with a dog-clustered variance: a check
+    that the pupdates' independence the plain interval assumes does not carry the verdict."""
+    if len(a[0]) < 2 or len(b[0]) < 2:
+        return None
+    diff = float(np.mean(a[0]) - np.mean(b[0]))
+    variance = _clustered_variance(*a) + _clustered_variance(*b)
+    half = cs_half_width(variance, rule.mixture_sd, 1 - rule.confidence)
+    return {
+        "difference": diff,
+        "cs_low": diff - half,
+        "cs_high": diff + half,
+        "dogs": len(set(a[1])) + len(set(b[1])),
+        "excludes_zero": diff - half > 0 or diff + half < 0,
+    }
+
+
 def _quantiles(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -229,15 +258,22 @@ def compute(
     if cap is not None and start is not None:
         adj, diag = regression_adjusted(rows, instances, start, cap)
         world_adj: dict[str, list[float]] = defaultdict(list)
+        world_dogs: dict[str, list[str]] = defaultdict(list)
         for p in rows:
             if p["pupdate_id"] in adj and WORLD_OF.get(p["arm"]):
                 world_adj[WORLD_OF[p["arm"]]].append(adj[p["pupdate_id"]])
+                world_dogs[WORLD_OF[p["arm"]]].append(p["dog_id"])
         capped_part["adjusted"] = diag | {
             "worlds": {
                 w: {"pupdates": pupdates_world[w]} | summary(world_adj[w], rule)
                 for w in (HISTORICAL, MACHINE_LEARNED)
             },
             "lift": difference(world_adj[MACHINE_LEARNED], world_adj[HISTORICAL], rule),
+            "lift_dog_clustered": clustered_difference(
+                (world_adj[MACHINE_LEARNED], world_dogs[MACHINE_LEARNED]),
+                (world_adj[HISTORICAL], world_dogs[HISTORICAL]),
+                rule,
+            ),
         }
 
     fallbacks = Counter(p["fallback_reason"] for p in rows if p["fallback"])
@@ -397,6 +433,11 @@ def rogue_story(models: list[dict], predictions: list[dict], run: dict[str, Any]
         and p["predicted_at"] >= activated
     )
     first_bad = bad[0] if bad else None
+    by_country = Counter(
+        p["country"] or "-"
+        for p in predictions
+        if p["fallback_reason"] == "invalid_output" and activated and p["predicted_at"] >= activated
+    )
     after = Counter()
     restored = None
     if paused is not None:
@@ -424,6 +465,7 @@ def rogue_story(models: list[dict], predictions: list[dict], run: dict[str, Any]
         "activated_at": activated,
         "first_invalid_output_at": first_bad,
         "invalid_outputs_contained": len(bad),
+        "invalid_outputs_by_country": dict(by_country),
         "paused": paused is not None,
         "paused_at": paused["created_at"] if paused else None,
         "paused_by": paused["actor"] if paused else None,

@@ -6,6 +6,7 @@ rogue release, the chaos kill) are written to the run log as they happen.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -203,6 +204,7 @@ class LiveState:
     started: float
     notes: list[str] = dataclasses.field(default_factory=list)
     rogue_version: str | None = None
+    rogue_artifact: concurrent.futures.Future | None = None
     challengers: set[str] = dataclasses.field(default_factory=set)
 
 
@@ -242,6 +244,11 @@ def live(
     worker.start()
     helpers: list[threading.Thread] = []
     rogue_due = plan.rogue and plan.live_seconds * plan.rogue_at
+    if plan.rogue:
+        # trained now, on the warm start's instances, so its release midway is not late by the
+        # seconds a training takes on a busy machine
+        state.rogue_artifact = concurrent.futures.Future()
+        _spawn(lambda: _train_rogue(plan, settings, state.rogue_artifact))
     chaos_due = plan.chaos and plan.live_seconds * plan.chaos_at
     last_poll = 0.0
     versions: list[dict] = []
@@ -361,11 +368,19 @@ def _paused(versions: list[dict], name: str) -> bool:
     return any(v["model_version"] == name and v["status"] == "paused" for v in versions)
 
 
+def _train_rogue(plan: DemoPlan, settings: CommonSettings, result: concurrent.futures.Future) -> None:
+    try:
+        instances = decoded(settings, INSTANCES, "instance")
+        result.set_result(rogue.train_rogue(instances, plan.rogue_country, seed=plan.seed))
+    except BaseException as exc:  # reported when the release needs it
+        result.set_exception(exc)
+
+
 def release_rogue(
     plan: DemoPlan, svc: DemoServices, settings: CommonSettings, log: RunLog, state: LiveState
 ) -> None:
     try:
-        art = rogue.train_rogue(decoded(settings, INSTANCES, "instance"), plan.rogue_country, seed=plan.seed)
+        art = state.rogue_artifact.result(timeout=120)  # trained when the live phase began
         rogue.publish(settings, art)
         state.rogue_version = art.model_version
         log.fact("rogue_version", art.model_version)
@@ -393,7 +408,7 @@ def release_rogue(
         )
         log.mark("rogue_paused")
         state.notes.append(f"rogue {art.model_version} paused by the supervisor")
-    except (DemoError, StackError, ValueError) as exc:
+    except (DemoError, StackError, ValueError, concurrent.futures.TimeoutError) as exc:
         log.event("rogue_failed", str(exc))
         state.notes.append(f"rogue: {exc}")
 

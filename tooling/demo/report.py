@@ -102,6 +102,13 @@ def verdict_text(exp: dict[str, Any]) -> str:
             f"over historical, 95% always-valid interval [{lift['cs_low']:+.2f}, {lift['cs_high']:+.2f}], "
             f"which {sure}."
         )
+    clustered = adjusted.get("lift_dog_clustered")
+    if clustered:
+        out.append(
+            f"Check with dogs as clusters ({clustered['dogs']:,} dogs) for the primary metric: "
+            f"[{clustered['cs_low']:+.2f}, {clustered['cs_high']:+.2f}], which "
+            + ("excludes zero too." if clustered["excludes_zero"] else "does not exclude zero.")
+        )
     return "**" + out[0] + "** " + " ".join(out[1:])
 
 

@@ -38,11 +38,14 @@ def train_rogue(instances: list[dict], country: str, *, seed: int = 0) -> ModelA
         "objective": "regression",
         "num_leaves": 31,
         "learning_rate": 0.1,
-        "min_data_in_leaf": 10,
+        "min_data_in_leaf": 40,
         "verbosity": -1,
         "num_threads": 1,
         "seed": seed,
         "deterministic": True,
+        # one-vs-rest splits on the country: the nonsense stays in its one country instead of
+        # leaking into a group of rare countries the tree lumped together with it
+        "max_cat_to_onehot": 1024,
     }
     categorical = [c for c in CATEGORICAL if c in names]
     ds = lgb.Dataset(x, y, feature_name=names, categorical_feature=categorical, free_raw_data=False)

@@ -96,6 +96,7 @@ def recomputed(short_demo, kafka_bootstrap, redis_url):
     xc = x - x.mean(axis=0)
     adjusted = y - xc @ np.linalg.lstsq(xc, y - y.mean(), rcond=None)[0]
     is_ml = np.array([world[p["arm"]] == "machine-learned" for p, _ in rows])
+    dogs = np.array([p["dog_id"] for p, _ in rows])
     fallbacks = Counter(p["fallback_reason"] for p in first.values() if p["fallback"])
     return {
         "rule": rule,
@@ -104,6 +105,7 @@ def recomputed(short_demo, kafka_bootstrap, redis_url):
         "likes": {w: np.array(v, dtype=float) for w, v in ys.items()},
         "cap": cap,
         "adjusted": (adjusted[is_ml], adjusted[~is_ml]),
+        "dogs": (dogs[is_ml], dogs[~is_ml]),
         "fallbacks": fallbacks,
         "n": len(first),
     }
@@ -146,6 +148,23 @@ def test_lifts_raw_capped_and_adjusted(short_demo, recomputed):
         assert _close(got["cs_low"], want[1]) and _close(got["cs_high"], want[2])
         assert got["excludes_zero"] == (want[1] > 0 or want[2] < 0)
     assert exp["capped"]["cap"] == recomputed["cap"]
+
+
+def _clustered(y: np.ndarray, dogs: np.ndarray) -> float:
+    sums = defaultdict(float)
+    for r, d in zip(y - y.mean(), dogs, strict=True):
+        sums[d] += r
+    return sum(v * v for v in sums.values()) / len(y) ** 2
+
+
+def test_the_dog_clustered_check(short_demo, recomputed):
+    got = short_demo.report["experiment"]["capped"]["adjusted"]["lift_dog_clustered"]
+    rule = recomputed["rule"]
+    (a, b), (da, db) = recomputed["adjusted"], recomputed["dogs"]
+    d = float(a.mean() - b.mean())
+    h = _half(_clustered(a, da) + _clustered(b, db), rule["mixture_sd"], 1 - rule["confidence"])
+    assert _close(got["difference"], d) and _close(got["cs_low"], d - h) and _close(got["cs_high"], d + h)
+    assert got["dogs"] == len(set(da)) + len(set(db))
 
 
 def test_fallbacks_of_the_experiment(short_demo, recomputed):
