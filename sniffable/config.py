@@ -30,6 +30,12 @@ class SimConfig:
     the rate ramps up, as the likes of the first pupdates are still to come.
     ``pupdates_per_hour`` (simulated) overrides how dense posting is in virtual time; by default
     it follows from ``rate`` and ``time_scale``, or, unpaced, from the dogs posting 1.5 a day.
+
+    Closed loop: ``drafts`` candidate drafts per pupdate (1: the owner posts what they wrote,
+    the simulation stays pure); with more, the simulation's advisor (:mod:`sniffable.advisor`)
+    picks which one is posted. ``stream_seed`` seeds the events (ids, timing, likes) apart from
+    the world, so a live run can continue the same world as a history run without repeating
+    its pupdate ids; ``None`` uses ``seed``.
     """
 
     seed: int = 0
@@ -51,6 +57,8 @@ class SimConfig:
     max_jitter_s: float | None = None
     upgrade_share: float = 0.002
     drain: bool | None = None
+    drafts: int = 1
+    stream_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
@@ -67,6 +75,8 @@ class SimConfig:
             raise ValueError("duration_s must be >= 0")
         if not 0.0 <= self.late_share < 1.0 or not 0.0 <= self.jitter_share <= 1.0:
             raise ValueError("late_share must be in [0, 1) and jitter_share in [0, 1]")
+        if not 1 <= self.drafts <= 32:
+            raise ValueError("drafts must be in 1..32 (the what-if API takes at most 32 candidates)")
         if self.transport not in ("kafka", "http"):
             raise ValueError("transport must be kafka or http")
         allowed = self.allowed_bad_kinds

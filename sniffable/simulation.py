@@ -5,6 +5,11 @@
 ``events()`` starts from scratch with fresh rngs and state, so it can be replayed, and the
 same seed and config give the same events, byte for byte.
 
+The one exception to purity is the closed loop: with ``drafts`` > 1 each owner draws several
+candidate drafts (:mod:`sniffable.drafts`) and an injected advisor (:mod:`sniffable.advisor`:
+the app asking the what-if API) picks the one posted; the likes still come from the hidden
+truth of the draft actually posted. Without an advisor the owner posts the first draft.
+
 Randomness: the world comes from ``numpy.random.default_rng([seed, 0])`` (vectorised), the
 event loop from ``random.Random`` seeded from the seed (fast scalar draws) plus
 ``default_rng([seed, 1])`` for the per-pupdate negative-binomial draw. No global rng is used.
@@ -22,10 +27,12 @@ import numpy as np
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
 
 from . import truth
+from .advisor import Advisor, FirstDraft
 from .app import ALL_APPS, APP_VERSIONS, APP_WEIGHTS, WEB, WEB_INDEX, Codec, like_record, pupdate_record
 from .badinput import BadInput, History
 from .clock import DAY_MS, diurnal_factor
 from .config import SimConfig
+from .drafts import DraftOption, what_if_request
 from .events import LIKE, PUPDATE, SimEvent
 from .ids import Ids
 from .timeline import Timeline
@@ -52,8 +59,10 @@ def _poisson_small(rng: random.Random, lam: float) -> int:
 class Simulation:
     """A deterministic Sniffable; see the module docstring."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, *, advisor: Advisor | None = None) -> None:
         self.config = config
+        self.advisor: Advisor = advisor or FirstDraft()
+        self.posting_closed = False  # set from another thread: owners stop posting, likes still come
         self.start_ms = config.start_ms if config.start_ms is not None else int(time.time() * 1000)
         self.world = World(
             np.random.default_rng([config.seed, 0]),
@@ -121,13 +130,24 @@ class Simulation:
 
     # -- the stream -------------------------------------------------------------------------
 
+    def close_posting(self) -> None:
+        """No new pupdates from now on; the likes of those posted keep coming until the last one.
+
+        A live run ended this way (instead of cut) gives every pupdate its whole label horizon.
+        """
+        self.posting_closed = True
+
     def events(self) -> Iterator[SimEvent]:
-        """Every record the app sends, in send order; finite only with ``max_events``."""
+        """Every record the app sends, in send order; finite with ``max_events`` or once
+        :meth:`close_posting` was called and the last likes are out."""
         c = self.config
         world = self.world
         codec = self.codec
-        rng = random.Random(f"sniffable:{c.seed}")
-        nprng = np.random.default_rng([c.seed, 1])
+        stream_seed = c.seed if c.stream_seed is None else c.stream_seed
+        rng = random.Random(f"sniffable:{stream_seed}")
+        nprng = np.random.default_rng([stream_seed, 1])
+        n_drafts = c.drafts
+        advisor = self.advisor
         ids = Ids(rng)
         followers = list(world.followers)
         history = History(len(world.dogs), followers)
@@ -165,6 +185,8 @@ class Simulation:
                     emitted += 1
                     yield ev
                     continue
+            if posting and self.posting_closed:
+                posting = False
             like = timeline.pop_until(next_post if posting else _INF)
             if like is not None:
                 send_ms, liked_at, pid, sniffer = like
@@ -195,6 +217,22 @@ class Simulation:
                 schema = app.pupdate_schema
                 f = followers[d]
                 dog, hashtags, caption, photo_filter, mu = self._compose(rng, d, schema, posted_at, f)
+                if n_drafts > 1:
+                    options = [DraftOption(hashtags, caption, photo_filter, mu)]
+                    for _ in range(n_drafts - 1):
+                        _, tags_k, caption_k, filter_k, mu_k = self._compose(rng, d, schema, posted_at, f)
+                        options.append(DraftOption(tags_k, caption_k, filter_k, mu_k))
+                    requests = [
+                        what_if_request(dog, o, schema=schema, posted_at=posted_at, followers=f)
+                        for o in options
+                    ]
+                    chosen = options[advisor.choose(requests).index]
+                    hashtags, caption, photo_filter, mu = (
+                        chosen.hashtags,
+                        chosen.caption,
+                        chosen.photo_filter,
+                        chosen.mu,
+                    )
                 lam = self.timing.total_mean(mu) * nprng.gamma(shape, 1.0 / shape)
                 n_likes = int(nprng.poisson(lam))
                 pid = ids.pupdate()

@@ -11,7 +11,13 @@ Redis online view in *one* MGET for all candidates. The answer is never late:
   ``fallback_reason = "deadline"``.
 
 Routing and containment are the stream's (:mod:`services.scorer.predict`): a dog sees the same
-arm here as in its stream predictions.
+arm here as in its stream predictions, and every answer names the arm.
+
+The ``baseline`` arm is the historical world of the online experiment. Its owners get their
+drafts ranked by the **historical predictor** (:func:`historical_likes`), the way the first
+Pooch Predictor ranked them: the past average likes of pupdates with the draft's hashtags,
+scaled to the dog's own level. It looks at the draft, so two drafts of one dog get different
+answers; a control that could not tell drafts apart would make the experiment trivial.
 """
 
 from __future__ import annotations
@@ -194,6 +200,36 @@ def states_from(
     return states, notes
 
 
+# -- the historical predictor (the baseline arm's answer) ---------------------------------------
+
+HISTORICAL = "historical"
+
+
+def historical_likes(ext: Extractor, pupdate: dict, state: StateView) -> float:
+    """The dog's historical baseline times how the draft's hashtags have done against everyone.
+
+    ``baseline * mean(hashtag mean likes) / overall mean likes`` over the draft's hashtags that
+    have a history; the plain baseline when none has (or nothing is known yet). For one dog the
+    ranking of drafts is the ranking by the past average likes of pupdates with their hashtags.
+    """
+    base = safe_baseline(float(ext.baseline(state)))
+    overall = state.overall.mean()
+    if not overall or overall <= 0:
+        return base
+    means = [ext._tag_mean(state.tags[t], overall) for t in ext.tags(pupdate) if t in state.tags]
+    means = [m for m in means if m is not None]
+    if not means:
+        return base
+    return safe_baseline(base * (sum(means) / len(means)) / overall)
+
+
+def _predictor(historical: float | None, model_version: str | None) -> str:
+    """Which predictor made a row's number: the model, the historical predictor, or the baseline."""
+    if historical is not None:
+        return HISTORICAL
+    return "model" if model_version else "baseline"
+
+
 # -- answering ---------------------------------------------------------------------------------
 
 
@@ -272,10 +308,15 @@ class WhatIf:
         if scored is None:
             scored = _deadline_fallback(snapshot, self.router, ext.version, drafts, baselines)
         record_metrics(scored, "whatif")
+        historical = [
+            historical_likes(ext, p, st) if arm == "baseline" and reason is None else None
+            for p, st, arm, reason in zip(pupdates, states, scored.arm, scored.reason, strict=True)
+        ]
         rows = [
             {
                 "index": i,
-                "predicted_likes": scored.predicted[i],
+                "predicted_likes": scored.predicted[i] if historical[i] is None else historical[i],
+                "predictor": _predictor(historical[i], scored.model_version[i]),
                 "model_version": scored.model_version[i],
                 "extractor_version": ext.version,
                 "arm": scored.arm[i],

@@ -118,6 +118,17 @@ class ExperimentRule(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     min_labelled_per_arm: int = Field(500, ge=2)
     min_lift: float = Field(0.0, ge=0, description="Relative margin the challenger's lower bound must clear.")
+    mixture_sd: float = Field(
+        4.0,
+        gt=0,
+        description="Standard deviation (likes) of the mSPRT's normal mixture over the true difference: "
+        "the effect size the always-valid intervals are tightest for. Fixed before the experiment.",
+    )
+    mean_mixture_sd: float = Field(
+        20.0,
+        gt=0,
+        description="The same for each arm's own mean likes per pupdate (its always-valid interval).",
+    )
     promote: bool = True
     settle_ms: int = Field(2000, ge=0, description="Predictions this soon after an arm change are left out.")
     promote_weights: dict[str, float] = Field(

@@ -202,16 +202,25 @@ def experiments(url: str = URL, as_json: bool = JSON) -> None:
             title=f"Experiment on {exp['extractor_version']} since {exp['started_at']} ms "
             f"(champion {exp['champion']}, challenger {exp['challenger'] or '-'})"
         )
-        for col in ("arm", "pupdates", "labelled", "likes/pupdate", f"{pct} CI", "vs champion", "MAE"):
+        # the always-valid intervals (cs_*): the ones that stay right however often this is run
+        for col in (
+            "arm",
+            "pupdates",
+            "labelled",
+            "likes/pupdate",
+            f"{pct} always-valid",
+            "vs champion",
+            "MAE",
+        ):
             table.add_column(col)
         for arm, a in exp["arms"].items():
             cmp = (exp.get("vs_champion") or {}).get(arm)
             diff = (
-                f"{cmp['difference']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]"
-                if isinstance(cmp, dict)
+                f"{cmp['difference']:+.3f} [{cmp['cs_low']:+.3f}, {cmp['cs_high']:+.3f}]"
+                if isinstance(cmp, dict) and "cs_low" in cmp
                 else "-"
             )
-            ci = f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a["ci_low"] is not None else "-"
+            ci = f"[{_fmt(a['cs_low'])}, {_fmt(a['cs_high'])}]" if a.get("cs_low") is not None else "-"
             table.add_row(
                 arm,
                 str(a["pupdates"]),

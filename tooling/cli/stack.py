@@ -100,7 +100,24 @@ def status(
         for name in down_names:
             print(name)
         raise typer.Exit(1 if down_names else 0)
-    render_status(stack.status())
+    render_status(*_status_with_last_demo(stack))
+
+
+def _status_with_last_demo(stack: LocalStack) -> tuple[StackStatus, str | None]:
+    """Each demo writes its topics under its own prefix: without POOCH_TOPIC_PREFIX, show those of
+    the last demo (and say so) instead of the unprefixed contract topics, which a demo never uses."""
+    import os
+
+    from tooling.demo.run import last_demo
+
+    demo = last_demo(stack)
+    if os.environ.get("POOCH_TOPIC_PREFIX") or demo is None:
+        return stack.status(), None
+    note = (
+        f"topics of the last demo: prefix [bold]{demo['prefix']}[/bold] ({demo['state']}; report "
+        f"{demo['report']}). POOCH_TOPIC_PREFIX=... pooch stack status shows another prefix."
+    )
+    return stack.status(topic_prefix=demo["prefix"]), note
 
 
 @stack_app.command()
@@ -119,7 +136,7 @@ def _check_names(names: list[str]) -> None:
         raise typer.Exit(2)
 
 
-def render_status(status: StackStatus) -> None:
+def render_status(status: StackStatus, note: str | None = None) -> None:
     procs = Table(title=f"Local stack ({status.state_dir})", title_justify="left")
     for col in ("process", "pid", "ports", "state", "detail"):
         procs.add_column(col)
@@ -133,8 +150,11 @@ def render_status(status: StackStatus) -> None:
             p.detail,
         )
     console.print(procs)
+    if note:
+        console.print(note)
     if status.topics is not None:
-        console.print(topics_table(status.topics, f"Topics on {status.kafka_bootstrap}"))
+        where = f" (prefix {status.topic_prefix})" if status.topic_prefix else ""
+        console.print(topics_table(status.topics, f"Topics on {status.kafka_bootstrap}{where}"))
     elif status.topics_error:
         console.print(f"[dim]topics: not shown ({status.topics_error})[/dim]")
     down_names = [p.name for p in status.processes if not p.up]

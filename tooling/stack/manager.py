@@ -23,6 +23,7 @@ from tooling.stack import kafka, prereqs, redis, services
 from tooling.stack.config import StackPaths, StackSettings
 from tooling.stack.errors import StackError
 from tooling.stack.processes import ManagedProcess, cmdline, cwd, describe_pid, port_free, port_owner
+from tooling.stack.supervision import Program, SupervisedService, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,15 @@ class LocalStack:
         self.report = report or log.info
         self._kafka = ManagedProcess(kafka.NAME, self.paths.pid_file(kafka.NAME), self.paths.log(kafka.NAME))
         self._redis = ManagedProcess(redis.NAME, self.paths.pid_file(redis.NAME), self.paths.log(redis.NAME))
-        self._services = {
-            name: ManagedProcess(name, self.paths.pid_file(name), self.paths.log(name)) for name in SERVICES
-        }
+        # Services run under the stack's supervisord: restarted when they crash, with backoff.
+        self._supervision = Supervision(
+            self.paths.state_dir / "supervision",
+            [
+                Program(name, services.by_name(name).module, {}, services.REPO, autostart=False)
+                for name in SERVICES
+            ],
+        )
+        self._services = {name: SupervisedService(name, self._supervision) for name in SERVICES}
         # Extra environment for the services this object starts (``pooch demo`` sets its horizons).
         self.service_env: dict[str, str] = {}
         self._lock_depth = 0
@@ -224,7 +231,8 @@ class LocalStack:
         )
         if not topics:
             return status
-        if not procs[0].up:
+        # A broker of another state folder on the same address still has the topics to show.
+        if not procs[0].up and not kafka.answers(s):
             return replace(status, topics_error="Kafka is not answering")
         try:
             return replace(status, topics=describe_topics(settings))
@@ -297,7 +305,7 @@ class LocalStack:
         kafka.ensure_jars(self.paths, self.report)
 
     # -- internals --
-    def _process(self, name: str) -> ManagedProcess:
+    def _process(self, name: str) -> ManagedProcess | SupervisedService:
         return {kafka.NAME: self._kafka, redis.NAME: self._redis}.get(name) or self._services[name]
 
     def _stop(self, name: str) -> bool:
@@ -327,7 +335,10 @@ class LocalStack:
         if name == kafka.NAME:
             return str(self.paths.server_properties) in cmdline(pid)
         if name in self._services:
-            return f"-m services.{name}" in cmdline(pid)
+            line = cmdline(pid)
+            return f"-m services.{name}" in line or (
+                "tooling.stack.launch" in line and f" services.{name}" in line
+            )
         # redis-server rewrites its command line, but it runs in our --dir.
         return cwd(pid) == self.paths.redis_dir
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -46,12 +46,20 @@ ALL = (
 )
 
 
+def _with_port_override(spec: ServiceSpec) -> ServiceSpec:
+    """``POOCH_STACK_<NAME>_PORT`` moves a service off its contract port (a second stack beside one)."""
+    port = os.environ.get(f"POOCH_STACK_{spec.name.upper()}_PORT")
+    return replace(spec, port=int(port)) if port else spec
+
+
 def available() -> tuple[ServiceSpec, ...]:
-    return tuple(s for s in ALL if importlib.util.find_spec(f"{s.module}.__main__") is not None)
+    return tuple(
+        _with_port_override(s) for s in ALL if importlib.util.find_spec(f"{s.module}.__main__") is not None
+    )
 
 
 def by_name(name: str) -> ServiceSpec:
-    return next(s for s in ALL if s.name == name)
+    return _with_port_override(next(s for s in ALL if s.name == name))
 
 
 def argv(spec: ServiceSpec) -> list[str]:
