@@ -6,6 +6,7 @@ as the service's other outputs, so it is never lost either.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -19,6 +20,11 @@ from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS
 
 log = logging.getLogger(__name__)
+
+# A dead letter must always fit the topic (1 MB by default), or writing it fails and the record
+# that caused it is retried forever. Larger raw bytes keep their head; the detail says how many
+# there were and their sha256, so the original can still be identified in the source topic.
+MAX_RAW_BYTES = 256 * 1024
 
 DEADLETTERS_TOTAL = Counter(
     "pooch_deadletters_total", "Records sent to the deadletters topic.", ["service", "reason"]
@@ -38,12 +44,23 @@ class DeadLetters:
         *,
         message: confluent_kafka.Message | None = None,
         request_id: str | None = None,
-        key: bytes | None = None,
+        key: bytes | str | None = None,
         value: bytes | None = None,
+        failed_at: int | None = None,
     ) -> dict:
+        """The dead-letter record (the one place that builds it); raw bytes capped to fit."""
         if message is not None:
             key = message.key() if key is None else key
             value = message.value() if value is None else value
+        value, key = _as_bytes(value), _as_bytes(key)
+        if value is not None and len(value) > MAX_RAW_BYTES:
+            detail = (
+                f"value truncated to its first {MAX_RAW_BYTES} of {len(value)} bytes "
+                f"(sha256 {hashlib.sha256(value).hexdigest()}); " + detail
+            )
+            value = value[:MAX_RAW_BYTES]
+        if key is not None and len(key) > 1024:
+            key = key[:1024]
         return {
             "service": self.service,
             "reason": reason,
@@ -52,10 +69,13 @@ class DeadLetters:
             "source_partition": message.partition() if message is not None else None,
             "source_offset": message.offset() if message is not None else None,
             "request_id": request_id,
-            "key": _as_bytes(key),
-            "value": _as_bytes(value),
-            "failed_at": int(time.time() * 1000),
+            "key": key,
+            "value": value,
+            "failed_at": int(time.time() * 1000) if failed_at is None else failed_at,
         }
+
+    def encode(self, rec: dict) -> bytes:
+        return self._serde.encode(rec)
 
     def send(self, producer: Producer | TransactionalProducer, reason: str, detail: str, **where) -> None:
         """Queue a dead letter on ``producer``; durable at its next flush or commit."""

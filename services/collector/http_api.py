@@ -35,9 +35,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from libs.common.deadletters import DEADLETTERS_TOTAL
+from libs.common.deadletters import DEADLETTERS_TOTAL, DeadLetters
 from libs.common.health import Probes, add_health_routes
-from libs.common.serde import Serde, default_store, serde
+from libs.common.serde import Serde, default_store
 from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS, LIKES_RAW, PUPDATES_RAW
 from services.collector import metrics as m
@@ -109,7 +109,7 @@ def create_app(
     limits = v.Limits.from_settings(settings)
     keys = [k.get_secret_value().encode() for k in settings.api_keys]
     dead_topic = common.topic(DEADLETTERS)
-    dead_serde = serde("dead_letter")
+    letters = DeadLetters(common, "collector")
     kinds = {
         "pupdates": _Kind("pupdate", "pupdate_raw", common.topic(PUPDATES_RAW), v.check_pupdate),
         "likes": _Kind("like", "like_raw", common.topic(LIKES_RAW), v.check_like),
@@ -130,19 +130,8 @@ def create_app(
 
     def dead_letter(request_id: str, reason: str, detail: str, value: bytes, key: str | None) -> None:
         m.REJECTED.labels(reason, "http").inc()
-        rec = {
-            "service": "collector",
-            "reason": reason,
-            "detail": detail[:2000],
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-            "request_id": request_id,
-            "key": key.encode() if key else None,
-            "value": value,
-            "failed_at": int(time.time() * 1000),
-        }
-        queued = gateway is not None and gateway.send_nowait(dead_topic, dead_serde.encode(rec), rec["key"])
+        rec = letters.record(reason, detail, request_id=request_id, key=key or None, value=value)
+        queued = gateway is not None and gateway.send_nowait(dead_topic, letters.encode(rec), rec["key"])
         if queued:
             DEADLETTERS_TOTAL.labels("collector", reason).inc()
         log.info(
@@ -209,7 +198,7 @@ def create_app(
             return body
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             dead_letter(request_id, v.UNDECODABLE, f"body is not JSON: {exc}", body, None)
             m.HTTP_EVENTS.labels(kind.name, "rejected").inc()
             return error(400, request_id, v.UNDECODABLE, f"the body is not JSON: {exc}")

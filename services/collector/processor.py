@@ -19,6 +19,7 @@ from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
+from libs.common.deadletters import DeadLetters
 from libs.common.serde import SerdeError, serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS, LIKES, LIKES_RAW, PUPDATES, PUPDATES_RAW
@@ -88,7 +89,7 @@ class Processor:
         self._like_raw = serde("like_raw")
         self._pupdate_fact = serde("pupdate")
         self._like_fact = serde("like")
-        self._dead_letter = serde("dead_letter")
+        self._letters = DeadLetters(common, SERVICE)
         self.state = self.new_state()
         self.waiting = WaitingRoom(settings.waiting_timeout_s, settings.waiting_max)
         # Waiting events released by facts read from the topics, processed in the next batch.
@@ -258,23 +259,11 @@ class Processor:
 
     def _dead(self, msg: Any, reason: str, detail: str, now_ms: int) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        key = msg.key()
-        rec = {
-            "service": SERVICE,
-            "reason": reason,
-            "detail": detail[:2000],
-            "source_topic": topic,
-            "source_partition": partition,
-            "source_offset": offset,
-            "request_id": None,
-            "key": key.encode() if isinstance(key, str) else key,
-            "value": msg.value(),
-            "failed_at": now_ms,
-        }
+        rec = self._letters.record(reason, detail, message=msg, failed_at=now_ms)
         source = _source(msg)
         self.out(
             self.dead_topic,
-            self._dead_letter.encode(rec),
+            self._letters.encode(rec),
             rec["key"],
             [("collector", self.instance), ("source", source)],
         )

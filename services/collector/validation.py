@@ -265,6 +265,10 @@ def _conform(value: Any, schema: Any, path: str) -> Any:
     if schema == "string":
         if not isinstance(value, str):
             raise _Invalid(MISTYPED_FIELD, f"{path} must be a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON allows "\ud800"; Avro strings are UTF-8 text
+            raise _Invalid(INVALID_FIELD, f"{path} is not Unicode text (a lone surrogate)") from None
         return value
     if schema in _INT_RANGE:
         if not isinstance(value, int) or isinstance(value, bool):
