@@ -75,7 +75,9 @@ class ServiceProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop()  # a process that never got ready must not outlive its test
+        raise AssertionError(f"{self.name} not ready within {timeout}s:\n{tail}")
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         out = {}
