@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -37,20 +38,27 @@ SHORT = DemoPlan(
 
 
 @pytest.fixture(scope="session")
+def demo_state_dir(tmp_path_factory) -> Path:
+    """The demo remembers its prefix for `pooch stack status` in the state folder: a private one."""
+    return tmp_path_factory.mktemp("demo-state")
+
+
+@pytest.fixture(scope="session")
 def short_demo(
-    kafka_bootstrap: str, redis_url: str, tmp_path_factory, monkeypatch_session
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory, demo_state_dir
 ) -> Iterator[DemoResult]:
-    # the demo remembers its prefix for `pooch stack status` in the state folder: a private one
-    monkeypatch_session.setenv("POOCH_STATE_DIR", str(tmp_path_factory.mktemp("demo-state")))
     out = tmp_path_factory.mktemp("demo-report")
-    result = run_demo(
-        SHORT,
-        out=out,
-        console=Console(force_terminal=False),
-        say=print,
-        backend=(kafka_bootstrap, redis_url),
-        partitions=3,
-    )
+    # Only for the demo's run: the rest of the session keeps its own state folder (the stack's).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POOCH_STATE_DIR", str(demo_state_dir))
+        result = run_demo(
+            SHORT,
+            out=out,
+            console=Console(force_terminal=False),
+            say=print,
+            backend=(kafka_bootstrap, redis_url),
+            partitions=3,
+        )
     yield result
     if os.environ.get("POOCH_TEST_KEEP_TOPICS") != "1":
         settings = CommonSettings(
@@ -59,10 +67,3 @@ def short_demo(
         with contextlib.suppress(Exception):
             names = [n for n in list_topics(settings, timeout=5) if n.startswith(result.prefix)]
             delete_topics(settings, names, timeout=10)
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()

@@ -53,9 +53,6 @@ def test_supervisord_restarted_the_killed_service(short_demo):
     assert run["marks"]["chaos_kill"] < run["marks"]["chaos_restarted"] <= run["marks"]["chaos_ready"]
 
 
-def test_stack_status_knows_the_demo_prefix(short_demo, tmp_path_factory):
-    import os
-    from pathlib import Path
-
-    last = json.loads((Path(os.environ["POOCH_STATE_DIR"]) / LAST_DEMO).read_text())
+def test_stack_status_knows_the_demo_prefix(short_demo, demo_state_dir):
+    last = json.loads((demo_state_dir / LAST_DEMO).read_text())
     assert last["prefix"] == short_demo.prefix and last["state"] == "finished"
