@@ -8,15 +8,14 @@ from __future__ import annotations
 import collections
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import FEATURES, PREDICTIONS
 from services.scorer.fixtures import V1_NAMES, feature_record, synthetic_rows
+from tests.support.feeding import RateFeeder
 from tests.support.kafkautil import read_all, wait_for
 from tests.support.procs import ServiceProcess
 from tooling.stack.processes import free_port
@@ -40,7 +39,7 @@ class ScorerProcess(ServiceProcess):
         super().__init__("scorer", settings, log_dir, instance_id, redis_url=redis_url, **opts)
 
 
-class Feeder(threading.Thread):
+class Feeder(RateFeeder):
     """Writes feature vectors at a steady rate in the background (the featurizer's role)."""
 
     def __init__(
@@ -52,17 +51,11 @@ class Feeder(threading.Thread):
         extractor_for=lambda i: "v1",
         seed: int = 0,
     ) -> None:
-        super().__init__(name="feeder", daemon=True)
-        self.settings = settings
-        self.rate = rate
+        super().__init__(settings, rate=rate)
         self.next = start
         self.extractor_for = extractor_for
         self.x, _ = synthetic_rows(4096, seed)
-        self.written: list[str] = []
         self.written_at: dict[str, float] = {}
-        self._halt = threading.Event()
-        self._producer = Producer(settings, name="feeder", **{"linger.ms": 2})
-        self.error: BaseException | None = None
 
     def record(self, i: int) -> dict:
         return feature_record(
@@ -85,23 +78,6 @@ class Feeder(threading.Thread):
         self.written += ids
         self.written_at.update(dict.fromkeys(ids, now))
         return ids
-
-    def run(self) -> None:
-        try:
-            tick = 0.05
-            per_tick = max(1, int(self.rate * tick))
-            while not self._halt.is_set():
-                started = time.monotonic()
-                self.write(per_tick)
-                self._halt.wait(max(0.0, tick - (time.monotonic() - started)))
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> list[str]:
-        self._halt.set()
-        self.join(30)
-        assert self.error is None, f"feeder failed: {self.error!r}"
-        return self.written
 
 
 def predictions(settings: CommonSettings) -> list[dict]:

@@ -6,7 +6,6 @@ model events are written as the scorer, the featurizer and the trainer would wri
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from libs.common.serde import serde
 from libs.common.settings import CommonSettings
 from libs.common.topics import FEATURES, INSTANCES, MODELS, PREDICTIONS
 from services.scorer.fixtures import V1_NAMES, feature_record, publish_events, synthetic_rows
+from tests.support.feeding import RateFeeder
 from tests.support.kafkautil import read_all, wait_for
 from tests.support.procs import ServiceProcess
 
@@ -282,22 +282,16 @@ def good_and_rogue_models(rogue_country: str = "DE") -> tuple[ModelArtifact, Mod
     return good, rogue
 
 
-class CountryFeeder(threading.Thread):
+class CountryFeeder(RateFeeder):
     """Writes feature vectors at a steady rate, countries in turn (the featurizer's role)."""
 
     def __init__(
         self, settings: CommonSettings, *, rate: float = 1500.0, seed: int = 7, labels: bool = False
     ):
-        super().__init__(name="feeder", daemon=True)
-        self.settings = settings
-        self.rate = rate
+        super().__init__(settings, rate=rate)
         self.labels = labels  # also write each pupdate's realised likes (its instance) at once
         self.x, self.y, self.countries = rows_with_countries(4096, seed)
         self.next = 0
-        self.written: list[str] = []
-        self._halt = threading.Event()
-        self._producer = Producer(settings, name="feeder", **{"linger.ms": 2})
-        self.error: BaseException | None = None
 
     def write(self, n: int) -> None:
         topic = self.settings.topic(FEATURES)
@@ -321,23 +315,6 @@ class CountryFeeder(threading.Thread):
                 )
             self.written.append(rec["pupdate_id"])
         self._producer.flush(30)
-
-    def run(self) -> None:
-        try:
-            tick = 0.05
-            per_tick = max(1, int(self.rate * tick))
-            while not self._halt.is_set():
-                started = time.monotonic()
-                self.write(per_tick)
-                self._halt.wait(max(0.0, tick - (time.monotonic() - started)))
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> list[str]:
-        self._halt.set()
-        self.join(30)
-        assert self.error is None, f"feeder failed: {self.error!r}"
-        return self.written
 
 
 __all__ = ["wait_for"]
