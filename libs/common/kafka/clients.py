@@ -86,6 +86,16 @@ def produce_waiting(
                 ) from None
 
 
+def close_producer(producer: confluent_kafka.Producer, timeout: float) -> None:
+    """Flush what is queued, bounded; never raise (closing must not mask the error that led here)."""
+    try:
+        left = producer.flush(timeout)
+        if left:
+            log.warning("producer closed with undelivered messages", extra={"undelivered": left})
+    except Exception:
+        log.exception("producer flush on close failed")
+
+
 def consume_batch(
     consumer: confluent_kafka.Consumer, max_messages: int, timeout: float
 ) -> list[confluent_kafka.Message]:

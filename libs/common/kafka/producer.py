@@ -15,7 +15,7 @@ from typing import Any
 
 import confluent_kafka
 
-from libs.common.kafka.clients import Headers, new_producer, produce_waiting
+from libs.common.kafka.clients import Headers, close_producer, new_producer, produce_waiting
 from libs.common.kafka.errors import DeliveryError, KafkaUnavailableError
 from libs.common.settings import CommonSettings
 
@@ -81,9 +81,4 @@ class Producer:
         return len(self._producer)
 
     def close(self, timeout: float = 10.0) -> None:
-        try:
-            left = self._producer.flush(timeout)
-            if left:
-                log.warning("producer closed with undelivered messages", extra={"undelivered": left})
-        except Exception:  # closing must never mask the error that led here
-            log.exception("producer flush on close failed")
+        close_producer(self._producer, timeout)

@@ -31,7 +31,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaException, TopicPartition
 
-from libs.common.kafka.clients import Headers, new_producer, position, produce_waiting
+from libs.common.kafka.clients import Headers, close_producer, new_producer, position, produce_waiting
 from libs.common.kafka.consumer import Consumer, next_offsets
 from libs.common.kafka.errors import KafkaUnavailableError
 from libs.common.lifecycle import Shutdown
@@ -109,12 +109,7 @@ class TransactionalProducer:
         self.raw.init_transactions(self.timeout_s)
 
     def close(self, timeout: float = 10.0) -> None:
-        try:
-            left = self.raw.flush(timeout)
-            if left:
-                log.warning("producer closed with undelivered messages", extra={"undelivered": left})
-        except Exception:  # closing must never mask the error that led here
-            log.exception("producer flush on close failed")
+        close_producer(self.raw, timeout)
 
     # -- inside a transaction ------------------------------------------------------------------
 
