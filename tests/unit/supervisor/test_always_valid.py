@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 
-from services.supervisor.catalog import Catalog
 from services.supervisor.experiments import (
     ArmTally,
     Experiments,
@@ -25,42 +24,13 @@ from services.supervisor.experiments import (
 )
 from services.supervisor.policies import load
 from services.supervisor.settings import DEFAULT_POLICIES
+from tests.support.experiments import T0, champion_against_challenger
 
-T0 = 1_800_000_000_000
 EXPERIMENTS = 240
 LOOK_EVERY = 25
 MAX_PER_ARM = 3_000
 # the rule as shipped: what the supervisor (and the demo) actually uses
 RULE = load(DEFAULT_POLICIES).experiments
-
-
-def _event(kind: str, version: str, created_at: int, **kw) -> dict:
-    base = {
-        "kind": kind,
-        "event_id": f"{kind}:{version}:{created_at}",
-        "model_version": version,
-        "extractor_version": "v1",
-        "created_at": created_at,
-        "validation_quantiles": [0, 1, 2],
-    }
-    return base | kw
-
-
-def _experiment(rule) -> Experiments:
-    cat = Catalog()
-    cat.apply(_event("PUBLISHED", "v1-c", T0 - 100_000))
-    cat.apply(_event("PUBLISHED", "v1-x", T0 - 90_000))
-    cat.apply(_event("ACTIVATED", "v1-c", T0 - 80_000, arm="champion"))
-    cat.apply(
-        _event(
-            "ACTIVATED",
-            "v1-x",
-            T0 - 70_000,
-            arm="challenger",
-            arm_weights={"champion": 0.5, "challenger": 0.5},
-        )
-    )
-    return Experiments(rule, cat)
 
 
 def _likes(rng: np.random.Generator, mean: float, n: int) -> np.ndarray:
@@ -150,3 +120,7 @@ def test_difference_sequence_matches_the_closed_form():
     half = math.sqrt(v * (v + tau2) / tau2 * (math.log((v + tau2) / v) + 2 * math.log(20)))
     assert d["difference"] == 4 - 3
     assert math.isclose(d["cs_low"], 1 - half) and math.isclose(d["cs_high"], 1 + half)
+
+
+def _experiment(rule) -> Experiments:
+    return champion_against_challenger(rule)[1]

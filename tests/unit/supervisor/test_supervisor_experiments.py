@@ -9,8 +9,8 @@ from scipy import stats
 from services.supervisor.catalog import Catalog
 from services.supervisor.experiments import ArmTally, Experiments, mean_interval, welch
 from services.supervisor.policies import ExperimentRule
-
-T0 = 1_800_000_000_000
+from tests.support.experiments import T0, champion_against_challenger
+from tests.support.experiments import model_event as _event
 
 
 def _tally(likes) -> ArmTally:
@@ -36,35 +36,6 @@ def test_intervals_equal_scipy():
     assert (w["ci_low"], w["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
     assert w["df"] == pytest.approx(res.df, rel=1e-10)
     assert welch(_tally([1]), _tally(b), 0.9) is None
-
-
-def _event(kind: str, version: str, created_at: int, **kw) -> dict:
-    base = {
-        "kind": kind,
-        "event_id": f"{kind}:{version}:{created_at}",
-        "model_version": version,
-        "extractor_version": "v1",
-        "created_at": created_at,
-        "validation_quantiles": [0, 1, 2],
-    }
-    return base | kw
-
-
-def _setup(rule: ExperimentRule) -> tuple[Catalog, Experiments]:
-    cat = Catalog()
-    cat.apply(_event("PUBLISHED", "v1-c", T0 - 100_000))
-    cat.apply(_event("PUBLISHED", "v1-x", T0 - 90_000))
-    cat.apply(_event("ACTIVATED", "v1-c", T0 - 80_000, arm="champion"))
-    cat.apply(
-        _event(
-            "ACTIVATED",
-            "v1-x",
-            T0 - 70_000,
-            arm="challenger",
-            arm_weights={"champion": 0.5, "challenger": 0.5},
-        )
-    )
-    return cat, Experiments(rule, cat)
 
 
 def _feed(exp: Experiments, arm: str, version: str, likes, at: int = T0) -> None:
@@ -114,3 +85,7 @@ def test_predictions_before_the_experiment_or_while_it_settles_are_left_out():
     assert not exp.prediction("v1", "champion", "v1-c", start + 1999)
     assert exp.prediction("v1", "champion", "v1-c", start + 2000)
     assert exp.report()["experiments"][0]["arms"]["champion"]["pupdates"] == 1
+
+
+def _setup(rule: ExperimentRule) -> tuple[Catalog, Experiments]:
+    return champion_against_challenger(rule)
