@@ -37,6 +37,7 @@ from services.trainer.publisher import FencedError, Publisher, cache_put
 from services.trainer.registry import Registry
 from services.trainer.settings import TrainerSettings
 from services.trainer.train import Champion, NotEnoughData, train
+from services.trainer.triggers import TriggerRules, VersionState, due
 from services.trainer.window import BadInstance, Chunk, Windows, build_snapshot
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ class Trainer:
             on_change=self._leadership_changed,
         )
         self.started = time.monotonic()
+        self.rules = TriggerRules(
+            settings.retrain_every, settings.retrain_interval_s, settings.first_model_asap
+        )
         self.rebuilt = False
         self.new_since_run: dict[str, int] = {}
         self.last_run_at: dict[str, float] = {}
@@ -236,18 +240,16 @@ class Trainer:
                     self.pending[v] = "requested (POST /v1/train)"
 
     def _due(self, version: str, now: float) -> str | None:
-        if version in self.pending:
-            return self.pending[version]
         retry = self.retry_at.get(version)
-        if retry is not None and now >= retry[0]:
-            return f"retry {retry[1]:.0f} s after a failed run"
-        new = self.new_since_run.get(version, 0)
-        if new >= self.s.retrain_every:
-            return f"{new} new instances"
-        last = self.last_run_at.get(version, self.started)
-        if new > 0 and now - last >= self.s.retrain_interval_s:
-            return f"{now - last:.0f} s since the last run ({new} new instances)"
-        return None
+        state = VersionState(
+            pending=self.pending.get(version),
+            retry_due=retry[1] if retry is not None and now >= retry[0] else None,
+            new_instances=self.new_since_run.get(version, 0),
+            seconds_since_last_run=now - self.last_run_at.get(version, self.started),
+            has_model=bool(self.registry.order.get(version)),
+            ran_here=version in self.last_run_at,
+        )
+        return due(self.rules, state)
 
     def maybe_dispatch(self) -> None:
         self._drain_requests()

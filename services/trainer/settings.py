@@ -39,6 +39,11 @@ class TrainerSettings(CommonSettings):
     retrain_interval_s: float = Field(
         900.0, gt=0, description="Retrain after this long when any new instance arrived since the last run."
     )
+    first_model_asap: bool = Field(
+        True,
+        description="A version that never had a model trains as soon as min_instances are there, "
+        "not at the next count or interval trigger.",
+    )
 
     retry_backoff_s: float = Field(30.0, gt=0, description="First retry after a failed run (doubles).")
     retry_backoff_max_s: float = Field(600.0, gt=0)

@@ -164,12 +164,15 @@ def warm_start(plan: DemoPlan, svc: DemoServices, settings: CommonSettings, log:
     )
     log.mark("history_sent")
     say(f"history sent in {sent.wall_seconds:.1f} s; waiting for the featurizer and the first model")
-    version = wait_for(
-        "a first published v1 model",
-        lambda: next((v["model_version"] for v in _versions(svc) if v["status"] == "active"), None),
-        plan.warm_timeout_s,
-        every=2.0,
-    )
+    try:
+        version = wait_for(
+            "a first published v1 model",
+            lambda: next((v["model_version"] for v in _versions(svc) if v["status"] == "active"), None),
+            plan.warm_timeout_s,
+            every=2.0,
+        )
+    except DemoError as exc:
+        raise DemoError(f"{exc} ({_trainer_progress(svc)})") from None
     log.mark("first_model")
     say(f"first model {version}; waiting for the scorer to catch up with the history")
     wait_for(
@@ -180,6 +183,17 @@ def warm_start(plan: DemoPlan, svc: DemoServices, settings: CommonSettings, log:
     )
     log.mark("warm_done")
     return version
+
+
+def _trainer_progress(svc: DemoServices) -> str:
+    """What the trainer had when a wait for its model ran out: the window and its last run."""
+    status = svc.get("trainer", "/v1/status", timeout=5) or {}
+    window = (status.get("windows") or {}).get("v1") or {}
+    run = (status.get("last_runs") or {}).get("v1") or {}
+    return (
+        f"trainer window v1: {window.get('size', 0)} instances; "
+        f"last run: {run.get('outcome', 'none')} {run.get('reason', '')}".strip()
+    )
 
 
 def start_experiment(plan: DemoPlan, svc: DemoServices, champion: str, log: RunLog, say) -> int:

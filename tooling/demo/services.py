@@ -37,8 +37,9 @@ def service_environment(plan: DemoPlan, prefix: str, token: str) -> dict[str, st
         # one extractor version: the experiment and the what-if API are on v1
         "POOCH_FEATURIZER_VERSIONS": '["v1"]',
         "POOCH_TRAINER_EXTRACTOR_VERSIONS": '["v1"]',
-        # the first model is trained on most of the history, not on its first few hundred rows
-        "POOCH_TRAINER_MIN_INSTANCES": str(max(200, int(plan.history_pupdates * 0.8))),
+        # the first model is trained on most of the closed history (about 80 % of it closes before the
+        # live phase), not on its first few hundred rows
+        "POOCH_TRAINER_MIN_INSTANCES": str(max(200, int(plan.history_pupdates * 0.65))),
         "POOCH_TRAINER_RETRAIN_EVERY": str(plan.retrain_every),
         "POOCH_TRAINER_RETRAIN_INTERVAL_S": str(plan.retrain_interval_s),
         "POOCH_SCORER_ARM_WEIGHTS": json.dumps(plan.weights),

@@ -87,7 +87,9 @@ def test_versions_follow_the_data_beat_the_baseline_and_are_cached(topics, tmp_p
 
 def test_post_train_runs_now_and_a_restart_rebuilds_the_same_window(topics, tmp_path):
     settings = topics
-    trainer = TrainerProc(settings, tmp_path, POOCH_TRAINER_RETRAIN_EVERY=100_000)
+    trainer = TrainerProc(
+        settings, tmp_path, POOCH_TRAINER_RETRAIN_EVERY=100_000, POOCH_TRAINER_FIRST_MODEL_ASAP="false"
+    )
     try:
         trainer.wait_ready()
         feed(settings, SyntheticWorld(seed=12).instances(400))
