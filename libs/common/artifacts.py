@@ -33,11 +33,14 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
 from libs.common.models_ledger import EventKind
+
+if TYPE_CHECKING:
+    from libs.common.signing import ModelEventSigner
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,8 @@ class ModelArtifact:
     reason: str = ""
     actor: str = ""
     event_id: str = ""
+    signing_key_id: str = ""  # who published it (libs/common/signing.py); empty: unsigned
+    signature: str = ""
 
     def model_text(self, *, service: str = "unknown", source: str = "unknown") -> str:
         """The verified LightGBM text (raises :class:`ArtifactIntegrityError`)."""
@@ -227,7 +232,13 @@ class ModelArtifact:
             "artifact_encoding": self.encoding,
             "artifact_sha256": self.sha256,
             "created_at": int(self.created_at),
+            "signing_key_id": self.signing_key_id,
+            "signature": self.signature,
         }
+
+    def signed(self, signer: ModelEventSigner | None) -> ModelArtifact:
+        """This artifact as its PUBLISHED record will carry it: signed, when there is a signer."""
+        return self if signer is None else ModelArtifact.from_event(signer.sign(self.to_event()))
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ModelArtifact:
@@ -249,6 +260,8 @@ class ModelArtifact:
             reason=event.get("reason") or "",
             actor=event.get("actor") or "",
             event_id=event.get("event_id") or "",
+            signing_key_id=event.get("signing_key_id") or "",
+            signature=event.get("signature") or "",
         )
 
     def meta(self) -> dict[str, Any]:

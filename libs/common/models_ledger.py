@@ -6,6 +6,9 @@ supervisor (to know what it is judging) each wrap :class:`ModelsLedger` with onl
 
 * Every event is applied once, by ``event_id``, in topic order: every process that reads the
   topic from the beginning holds the same state.
+* With a verifier (:mod:`libs.common.signing`), an event without a valid signature from a
+  trusted key is refused before it is applied: only the trainer and the supervisor can change
+  what serves.
 * **Usable** = published, not PAUSED (until RESUMED), not RETIRED, not refused (a wrapper's own
   verdict on the artifact: its sha256 or LightGBM could not load it).
 * **Champion** of an extractor version: the version ACTIVATED on the champion arm if it is still
@@ -23,7 +26,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from libs.common.signing import ModelEventVerifier
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ class ModelsLedger:
     activated: dict[str, dict[str, str]] = field(default_factory=dict)  # extractor -> arm -> version
     weights: dict[str, float] | None = None
     applied: set[str] = field(default_factory=set)  # event ids
+    # Events it refuses never reach the fold (nor ``applied``: a forged event cannot claim the
+    # id of a real one to have that one dropped as a repeat).
+    verifier: ModelEventVerifier | None = None
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -85,6 +94,8 @@ class ModelsLedger:
         kind = event.get("kind")
         if kind not in EventKind.__members__:
             log.warning("unknown model event kind ignored", extra={"kind": kind, "model_version": version})
+            return None
+        if self.verifier is not None and not self.verifier.accepts(event):
             return None
         if event_id:
             self.applied.add(event_id)

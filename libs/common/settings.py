@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,10 +41,33 @@ class CommonSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = Field(
         None, validation_alias=_env("kafka_sasl_password"), description="SASL/PLAIN password."
     )
+    models_signing_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("models_signing_key"),
+        description="This writer's Ed25519 private key (base64 of 32 raw bytes) for the events it puts "
+        "on models: the trainer's, the supervisor's, a release key. `pooch models keygen` makes one.",
+    )
+    models_trusted_keys: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("models_trusted_keys"),
+        description="Ed25519 public keys (JSON list of base64) whose model events are applied; the rest "
+        "are refused. Empty: model events are not authenticated (a warning at start).",
+    )
     log_level: str = Field("INFO", validation_alias=_env("log_level"), description="Root log level.")
     log_format: str = Field(
         "json", validation_alias=_env("log_format"), description="json (one object a line) or console."
     )
+
+    # The private key is checked where the signer is made (signing.signer_from), not here: a
+    # validation error would print the value it refused, and this one is a secret.
+
+    @field_validator("models_trusted_keys")
+    @classmethod
+    def _trusted_keys_are_ed25519(cls, v: list[str]) -> list[str]:
+        from libs.common.signing import parse_public_keys
+
+        parse_public_keys(v)  # raises a clear KeyFormatError
+        return v
 
     def topic(self, base: str) -> str:
         """The real topic name for a contract name such as ``pupdates``."""

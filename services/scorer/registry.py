@@ -32,6 +32,7 @@ from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
 from libs.common.models_ledger import EventKind
 from libs.common.retry import kafka_call
 from libs.common.serde import SerdeError, serde
+from libs.common.signing import verifier_from
 from libs.common.topics import MODELS
 from services.scorer import metrics as m
 from services.scorer.catalog import Catalog
@@ -89,7 +90,7 @@ class Registry:
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.s = settings
-        self.catalog = Catalog()
+        self.catalog = Catalog(verifier=verifier_from(settings, service="scorer"))
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self.default_weights = Weights.of(settings.arm_weights)
         self._snapshot = Snapshot(generation=0, weights=self.default_weights)
@@ -275,6 +276,9 @@ class ModelsFeed(threading.Thread):
                 "Redis model cache unavailable; starting from the models topic", extra={"error": str(exc)}
             )
             return 0
+        verifier = self.registry.catalog.verifier
+        if verifier is not None:  # a cache entry is as trusted as the signed record it copies
+            arts = [a for a in arts if verifier.accepts(a.to_event())]
         for art in arts:
             self.registry.catalog.publish(art, source="redis")
         if arts:

@@ -38,6 +38,7 @@ from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
 from libs.common.retry import kafka_call, transient
 from libs.common.serde import SerdeError, serde
+from libs.common.signing import signer_from, verifier_from, warn_if_untrusted
 from libs.common.topics import INSTANCES, MODEL_MAX_BYTES, MODELS, PREDICTIONS
 from services.supervisor import decisions as dec
 from services.supervisor import metrics as m
@@ -53,7 +54,13 @@ class Supervisor:
     def __init__(self, settings: SupervisorSettings, policies: PolicySet) -> None:
         self.s = settings
         self.policies = policies
-        self.sup = Supervision(policies, max_pending_labels=settings.max_pending_labels)
+        self.sup = Supervision(
+            policies,
+            max_pending_labels=settings.max_pending_labels,
+            verifier=verifier_from(settings, service=SERVICE),
+        )
+        self.signer = signer_from(settings)
+        warn_if_untrusted(self.signer, self.sup.catalog.verifier, SERVICE)
         self.lock = threading.RLock()
         self.topics = {
             "models": settings.topic(MODELS),
@@ -345,6 +352,8 @@ class Supervisor:
         """Write decisions in one transaction, then apply them here at once (caller may hold the lock)."""
         assert self.producer is not None
         codec = serde("model_event")
+        if self.signer is not None:
+            events = [self.signer.sign(e) for e in events]
         with self.lock:
             started = time.perf_counter()
             try:

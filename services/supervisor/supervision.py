@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from libs.common.signing import ModelEventVerifier
 from services.supervisor.catalog import Catalog
 from services.supervisor.experiments import Experiments
 from services.supervisor.policies import DECISIVE, Breach, PolicySet, evaluate, strongest
@@ -38,9 +39,15 @@ class Evaluation:
 
 
 class Supervision:
-    def __init__(self, policies: PolicySet, *, max_pending_labels: int = 2_000_000) -> None:
+    def __init__(
+        self,
+        policies: PolicySet,
+        *,
+        max_pending_labels: int = 2_000_000,
+        verifier: ModelEventVerifier | None = None,
+    ) -> None:
         self.policies = policies
-        self.catalog = Catalog()
+        self.catalog = Catalog(verifier=verifier)
         self.windows = Windows(policies.windows, self.catalog)
         self.join = LabelJoin(max_pending=max_pending_labels)
         self.experiments = Experiments(policies.experiments, self.catalog)

@@ -30,6 +30,7 @@ from libs.common.kafka.replay import ReplayReader
 from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
 from libs.common.serde import SerdeError, serde
+from libs.common.signing import signer_from, verifier_from, warn_if_untrusted
 from libs.common.topics import INSTANCES, MODELS
 from services.trainer import metrics as m
 from services.trainer.election import LeaderElection
@@ -100,7 +101,9 @@ class Trainer:
             default_categorical=CATEGORICAL,
             versions=settings.extractor_versions,
         )
-        self.registry = Registry(service=SERVICE)
+        self.registry = Registry(service=SERVICE, verifier=verifier_from(settings, service=SERVICE))
+        self.signer = signer_from(settings)
+        warn_if_untrusted(self.signer, self.registry.verifier, SERVICE)
         self.metrics = LoopMetrics(SERVICE)
         self.instance_serde, self.model_serde = serde("instance"), serde("model_event")
         self.cache = ModelCache(
@@ -343,7 +346,7 @@ class Trainer:
                 validation_quantiles=cand.validation_quantiles,
                 reason=cand.decision.reason,
                 actor=f"trainer/{self.s.replica_id}",
-            )
+            ).signed(self.signer)
             report.model_version = art.model_version
             if art.model_version in self.registry.published:
                 report.outcome = "unchanged"

@@ -41,8 +41,16 @@ def now_ms() -> int:
 class SupervisorProcess(ServiceProcess):
     """One supervisor process with its own port and log file; the operator token is the test's."""
 
-    def __init__(self, settings: CommonSettings, log_dir: Path, *, token: str | None = TOKEN, **opts: Any):
-        extra = {"POOCH_SUPERVISOR_LABEL_HORIZON_S": "60"}
+    def __init__(
+        self,
+        settings: CommonSettings,
+        log_dir: Path,
+        *,
+        token: str | None = TOKEN,
+        extra_env: dict[str, str] | None = None,
+        **opts: Any,
+    ):
+        extra = {"POOCH_SUPERVISOR_LABEL_HORIZON_S": "60"} | (extra_env or {})
         if token is not None:
             extra["POOCH_SUPERVISOR_OPERATOR_TOKEN"] = token
         super().__init__("supervisor", settings, log_dir, extra_env=extra, **opts)

@@ -1,4 +1,4 @@
-"""``pooch models list|pause|resume|activate`` and ``pooch experiments``: the supervisor's HTTP API.
+"""``pooch models list|pause|resume|activate|keygen`` and ``pooch experiments``: the supervisor's HTTP API.
 
 Reading needs nothing; changing needs the operator token (``--token`` or
 ``POOCH_SUPERVISOR_OPERATOR_TOKEN``). The supervisor is found at ``--url`` or
@@ -235,6 +235,25 @@ def experiments(url: str = URL, as_json: bool = JSON) -> None:
     if not data.get("experiments"):
         console.print("no predictions yet")
     console.print(f"[dim]{data.get('method', '')}[/dim]")
+
+
+@models_app.command("keygen")
+def keygen(as_json: bool = JSON) -> None:
+    """A new Ed25519 key pair for a writer of model events (the trainer, the supervisor, a release).
+
+    The private key goes into that writer's Secret (POOCH_MODELS_SIGNING_KEY); the public key
+    joins POOCH_MODELS_TRUSTED_KEYS of every service. See docs/security.md.
+    """
+    from libs.common.signing import ModelEventSigner, new_keypair
+
+    private, public = new_keypair()
+    key_id = ModelEventSigner(private).key_id
+    if as_json:
+        console.print_json(json.dumps({"private_key": private, "public_key": public, "key_id": key_id}))
+        return
+    console.print(f"POOCH_MODELS_SIGNING_KEY={private}", soft_wrap=True, highlight=False)
+    console.print(f"public key (add to POOCH_MODELS_TRUSTED_KEYS): {public}", soft_wrap=True, highlight=False)
+    console.print(f"key id: {key_id}", highlight=False)
 
 
 def supervisor(

@@ -395,7 +395,7 @@ def release_rogue(
 ) -> None:
     try:
         art = state.rogue_artifact.result(timeout=120)  # trained when the live phase began
-        rogue.publish(settings, art)
+        rogue.publish(settings, art, svc.keys.signer("release"))
         state.rogue_version = art.model_version
         log.fact("rogue_version", art.model_version)
         log.fact("rogue_country", plan.rogue_country)

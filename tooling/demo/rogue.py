@@ -18,6 +18,7 @@ from libs.common.features.extractors import CATEGORICAL, country_code
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.settings import CommonSettings
+from libs.common.signing import ModelEventSigner
 from libs.common.topics import MODEL_MAX_BYTES, MODELS
 
 NONSENSE_LIKES = -50.0
@@ -69,11 +70,13 @@ def train_rogue(instances: list[dict], country: str, *, seed: int = 0) -> ModelA
     )
 
 
-def publish(settings: CommonSettings, artifact: ModelArtifact) -> None:
+def publish(
+    settings: CommonSettings, artifact: ModelArtifact, signer: ModelEventSigner | None = None
+) -> None:
     producer = Producer(
         settings, name="demo-rogue", **{"message.max.bytes": int(MODEL_MAX_BYTES), "linger.ms": 0}
     )
-    event = artifact.to_event()
+    event = artifact.signed(signer).to_event()  # a careless release is still a signed one
     producer.produce(settings.topic(MODELS), serde("model_event").encode(event), key=event["model_version"])
     producer.flush(30)
     producer.close()

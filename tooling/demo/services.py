@@ -19,6 +19,7 @@ from tooling.demo.plan import DemoPlan
 from tooling.stack import services
 from tooling.stack.errors import StackError
 from tooling.stack.processes import free_port, port_free, tail
+from tooling.stack.signing_keys import LocalKeys
 from tooling.stack.supervision import Program, Supervision
 
 
@@ -66,11 +67,14 @@ class DemoServices:
         self.moved = self.plan.free_ports or not all(port_free("127.0.0.1", s.port) for s in wanted)
         self.specs = {s.name: replace(s, port=free_port() if self.moved else s.port) for s in wanted}
         extra = service_environment(self.plan, self.prefix, self.token)
+        self.keys = LocalKeys.generate()  # this run's model-signing keys (the rogue is a signed release)
         programs = [
             Program(
                 spec.name,
                 spec.module,
-                services.environment(spec, self.kafka_bootstrap, self.redis_url, extra),
+                services.environment(
+                    spec, self.kafka_bootstrap, self.redis_url, extra | self.keys.environment(spec.name)
+                ),
                 services.REPO,
             )
             for spec in self.specs.values()

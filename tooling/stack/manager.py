@@ -23,6 +23,7 @@ from tooling.stack import kafka, prereqs, redis, services
 from tooling.stack.config import StackPaths, StackSettings
 from tooling.stack.errors import StackError
 from tooling.stack.processes import ManagedProcess, cmdline, cwd, describe_pid, port_free, port_owner
+from tooling.stack.signing_keys import LocalKeys
 from tooling.stack.supervision import Program, SupervisedService, Supervision
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,8 @@ class LocalStack:
             if self._running(name):
                 return False
             self._check_ports(name)
-            env = services.environment(spec, self.kafka_bootstrap, self.redis_url, self.service_env)
+            keys = LocalKeys.in_folder(self.paths.state_dir).environment(name)
+            env = services.environment(spec, self.kafka_bootstrap, self.redis_url, keys | self.service_env)
             self.report(f"starting {name} on :{spec.port} (log: {process.log_file})")
             process.start(services.argv(spec), cwd=services.REPO, env=env)
             self._wait_or_stop(name, lambda: services.wait_ready(spec, process, self.settings.ready_timeout))
