@@ -9,7 +9,6 @@ shared by the stream and the what-if API.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,14 +16,9 @@ import lightgbm as lgb
 import numpy as np
 
 from libs.common.artifacts import ModelArtifact
+from libs.common.model_loading import load_usable
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(ValueError):
-    """The artifact is intact but no usable model: it does not parse or cannot predict."""
-
-    reason = "unloadable"
 
 
 @dataclass
@@ -72,37 +66,16 @@ class LoadedModel:
 
 
 def load(art: ModelArtifact, *, source: str, predict_threads: int = 1, probe: bool = True) -> LoadedModel:
-    """Verify and parse an artifact (raises ArtifactIntegrityError or ModelLoadError)."""
+    """Verify and parse an artifact by the shared rule (raises ArtifactIntegrityError or ModelLoadError)."""
     started = time.perf_counter()
-    text = art.model_text(service="scorer", source=source)
-    try:
-        booster = lgb.Booster(model_str=text)
-    except lgb.basic.LightGBMError as exc:
-        raise ModelLoadError(f"{art.model_version}: not a LightGBM text model: {exc}") from exc
-    names = tuple(art.feature_names) or tuple(booster.feature_name())
+    usable = load_usable(art, service="scorer", source=source, probe=probe)
     model = LoadedModel(
         version=art.model_version,
         extractor_version=art.extractor_version,
-        feature_names=names,
+        feature_names=usable.feature_names,
         created_at=art.created_at,
-        booster=booster,
+        booster=usable.booster,
         predict_threads=predict_threads,
     )
-    if probe:
-        # One row of missing values through predict: a model whose trees expect another number
-        # of features (or that LightGBM cannot evaluate) is refused here, not on every batch.
-        try:
-            out = model.predict(np.full((1, len(names)), -1.0))
-        except Exception as exc:
-            raise ModelLoadError(f"{art.model_version}: predict fails on a probe row: {exc}") from exc
-        if booster.num_feature() != len(names):
-            raise ModelLoadError(
-                f"{art.model_version}: the model has {booster.num_feature()} features, "
-                f"its record names {len(names)}"
-            )
-        if not math.isfinite(float(out[0])):
-            log.warning(
-                "model predicts a non-finite value on a probe row", extra={"model_version": art.model_version}
-            )
     model.load_seconds = time.perf_counter() - started
     return model

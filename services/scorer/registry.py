@@ -29,6 +29,7 @@ import redis
 
 from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact, ModelCache
 from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
+from libs.common.model_loading import ModelLoadError
 from libs.common.models_ledger import EventKind
 from libs.common.retry import kafka_call
 from libs.common.serde import SerdeError, serde
@@ -36,7 +37,7 @@ from libs.common.signing import verifier_from
 from libs.common.topics import MODELS
 from services.scorer import metrics as m
 from services.scorer.catalog import Catalog
-from services.scorer.model import LoadedModel, ModelLoadError, load
+from services.scorer.model import LoadedModel, load
 from services.scorer.routing import BASELINE, CHALLENGER, CHAMPION, Weights
 from services.scorer.settings import ScorerSettings
 

@@ -4,8 +4,9 @@
 The champion of an extractor_version, which a candidate must beat, is the newest version
 ACTIVATED on the ``champion`` arm by the supervisor that is not paused or retired since; before
 any activation, the newest PUBLISHED version that is not paused or retired (what the scorer
-serves by default). A PUBLISHED record whose artifact fails its sha256 check is refused here:
-never a champion, never cached.
+serves by default). A PUBLISHED record the scorer could not serve (its artifact fails its sha256
+check, or LightGBM cannot use it: :mod:`libs.common.model_loading`) is refused here: never a
+champion, never cached.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact
+from libs.common.model_loading import ModelLoadError, load_usable
 from libs.common.models_ledger import EventKind, ModelsLedger
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,10 @@ class Registry(ModelsLedger):
         if art.model_version in self.published:
             return art.model_version
         if text is None:
+            # The scorer's rule: a version it would refuse is never this trainer's champion.
             try:
-                text = art.model_text(service=self.service, source=source)
-            except ArtifactIntegrityError as exc:
+                text = load_usable(art, service=self.service, source=source).text
+            except (ArtifactIntegrityError, ModelLoadError) as exc:
                 self.refuse(art.model_version, str(exc))
                 return None
         self.published[art.model_version] = art

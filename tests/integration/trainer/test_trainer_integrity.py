@@ -80,3 +80,49 @@ def test_a_tampered_redis_entry_is_refused_on_load(topics, caplog):
     assert any(art.model_version in r.getMessage() and "REFUSED" in r.getMessage() for r in caplog.records)
     cache.delete(art.model_version)
     assert cache.missing([art.model_version]) == [art.model_version]
+
+
+def test_an_intact_model_lightgbm_cannot_use_is_refused_by_trainer_and_scorer_alike(topics, tmp_path):
+    """Item 7 of issue 11: before one loading rule, the trainer took such a version as its
+    champion (only the sha256 was checked), every comparison against it raised and nothing was
+    published again, while the scorer refused it: the two disagreed about the champion."""
+    from tests.support.scorer import ScorerProcess
+
+    settings = topics
+    broken = build_artifact("tree\nversion=v4\nnot a model\n", extractor_version="v1", feature_names=NAMES)
+    producer = Producer(settings, name="careless-release")
+    producer.produce(
+        settings.topic(MODELS), serde("model_event").encode(broken.to_event()), key=broken.model_version
+    )
+    producer.flush(30)
+
+    trainer = TrainerProc(settings, tmp_path)
+    scorer = ScorerProcess(settings, tmp_path)
+    try:
+        trainer.wait_ready()
+        scorer.wait_ready()
+        wait_for(
+            lambda: trainer.status().get("refused_versions") == [broken.model_version],
+            timeout=20,
+            what="the trainer refusing the unusable version",
+        )
+        assert trainer.metric("pooch_model_unloadable_total", service="trainer") == 1
+        statuses = scorer.http.get("/v1/models").json()["statuses"]
+        assert statuses.get(broken.model_version) == "refused", statuses
+
+        feed(settings, SyntheticWorld(seed=43).instances(300))
+        arts = wait_published(settings, 2, trainer)  # the broken record, then the trainer's own
+        mine = arts[-1]
+        assert mine.model_version != broken.model_version
+        assert "champion.model_version" not in mine.params  # it only had to beat the baseline
+        wait_for(
+            lambda: (
+                (scorer.http.get("/v1/models").json()["serving"].get("v1") or {}).get("champion")
+                == mine.model_version
+            ),
+            timeout=20,
+            what="the scorer serving the trainer's model",
+        )
+    finally:
+        trainer.stop()
+        scorer.stop()

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+
+import lightgbm as lgb
+import numpy as np
 
 from libs.common.artifacts import build_artifact
 from services.trainer.registry import Registry
 
 
-def published(text: str, ev: str = "v1") -> dict:
-    return build_artifact(text, extractor_version=ev, feature_names=["a"]).to_event()
+@functools.cache
+def model(tag: str) -> str:
+    """A real one-feature LightGBM text, the same for the same tag and different across tags."""
+    rng = np.random.default_rng(int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16))
+    x = rng.normal(size=(200, 1))
+    params = {"objective": "regression", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    return lgb.train(
+        params, lgb.Dataset(x, x[:, 0] * 3 + rng.normal(size=200), feature_name=["a"]), 3
+    ).model_to_string()
+
+
+def published(tag: str, ev: str = "v1") -> dict:
+    return build_artifact(model(tag), extractor_version=ev, feature_names=["a"]).to_event()
 
 
 def event(kind: str, version: str, **extra) -> dict:
@@ -19,6 +35,7 @@ def event(kind: str, version: str, **extra) -> dict:
 def test_the_newest_published_is_the_champion_until_one_is_activated():
     r = Registry()
     a, b, c = (r.apply(published(t)) for t in ("model a", "model b", "model c"))
+    assert None not in (a, b, c) and len({a, b, c}) == 3
     assert r.champion_version("v1") == c
     r.apply(event("ACTIVATED", a, extractor_version="v1", arm="champion"))
     assert r.champion_version("v1") == a
@@ -40,7 +57,7 @@ def test_extractor_versions_have_their_own_champions():
     assert v1 != v2
     assert (r.champion_version("v1"), r.champion_version("v2")) == (v1, v2)
     art, text = r.champion_text("v2")
-    assert art.model_version == v2 and text == "same text"
+    assert art.model_version == v2 and text == model("same text")
 
 
 def test_a_tampered_publication_is_refused_and_never_champion(caplog):
@@ -67,7 +84,22 @@ def test_old_texts_are_evicted_but_the_champion_stays_usable():
     r.apply(event("ACTIVATED", versions[0], extractor_version="v1"))
     assert versions[0] not in r.texts  # evicted before it was activated
     art, text = r.champion_text("v1")  # verified again from the artifact kept
-    assert (art.model_version, text) == (versions[0], "model 0")
+    assert (art.model_version, text) == (versions[0], model("model 0"))
     r.apply(published("model 5"))
     assert versions[0] in r.texts, "the champion's text is kept"
     assert versions[1] not in r.texts
+
+
+def test_a_version_lightgbm_cannot_use_is_refused_like_the_scorer_refuses_it(caplog):
+    # An intact artifact (its sha256 matches) of a text that is no LightGBM model: before one
+    # loading rule, the trainer took it as its champion and every comparison raised after.
+    r = Registry()
+    good = r.apply(published("good model"))
+    broken = build_artifact("tree\nversion=v4\nnot a model\n", extractor_version="v1", feature_names=["a"])
+    with caplog.at_level(logging.ERROR):
+        assert r.apply(broken.to_event()) is None
+    assert (
+        broken.model_version in r.refused and "not a LightGBM text model" in r.refused[broken.model_version]
+    )
+    assert r.champion_version("v1") == good
+    assert any("LightGBM cannot use it" in rec.getMessage() for rec in caplog.records)
