@@ -42,7 +42,11 @@ class Catalog(ModelsLedger):
         if version in self.artifacts:
             if source == "topic" and self.source.get(version) != "topic":
                 # Confirmed by the record, which also says where it stands in publish order.
+                # The record's artifact replaces the cached copy, and a refusal of that copy
+                # (poisoned Redis) is lifted: the record's own artifact is judged when loaded.
                 self.source[version] = "topic"
+                self.artifacts[version] = art
+                self.refused.pop(version, None)
                 versions = self.order[art.extractor_version]
                 versions.remove(version)
                 versions.append(version)

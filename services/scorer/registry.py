@@ -27,7 +27,7 @@ from typing import Any
 import confluent_kafka
 import redis
 
-from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact, ModelCache
+from libs.common.artifacts import ArtifactIntegrityError, CacheEntryError, ModelArtifact, ModelCache
 from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
 from libs.common.models_ledger import EventKind
 from libs.common.retry import kafka_call
@@ -102,6 +102,12 @@ class Registry:
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    def reset(self) -> None:
+        """Forget what was seeded (the feed thread, before it reads the topic)."""
+        with self._lock:
+            self.catalog = Catalog()
+            self.loaded.clear()
 
     # -- mutations (feed thread) -------------------------------------------------------------
 
@@ -256,7 +262,12 @@ class ModelsFeed(threading.Thread):
     def run(self) -> None:
         try:
             if self.s.seed_from_redis:
-                self.seed()
+                try:
+                    self.seed()
+                except Exception:
+                    # The seed only saves time; whatever Redis held, the topic is the record.
+                    log.exception("seeding from the Redis model cache failed; starting from the models topic")
+                    self.registry.reset()
             self.tail()
         except BaseException as exc:  # surfaced through liveness; the process restarts
             self.error = exc
@@ -267,10 +278,17 @@ class ModelsFeed(threading.Thread):
     def seed(self) -> int:
         """Every model the Redis cache holds, as provisionally published (statuses unknown)."""
         started = time.perf_counter()
+        arts: list[ModelArtifact] = []
         try:
-            versions = self.cache.versions()
-            arts = [a for a in (self.cache.get(v) for v in versions) if a is not None]
-        except (redis.RedisError, ValueError, KeyError) as exc:
+            for version in self.cache.versions():
+                try:
+                    art = self.cache.get(version)
+                except CacheEntryError as exc:
+                    self._drop_malformed(version, exc)
+                    continue
+                if art is not None:
+                    arts.append(art)
+        except redis.RedisError as exc:
             log.warning(
                 "Redis model cache unavailable; starting from the models topic", extra={"error": str(exc)}
             )
@@ -285,6 +303,18 @@ class ModelsFeed(threading.Thread):
             extra={"models": len(arts), "seconds": round(time.perf_counter() - started, 4)},
         )
         return len(arts)
+
+    def _drop_malformed(self, version: str, exc: CacheEntryError) -> None:
+        """Skip a poisoned entry (counted by the cache) and delete it, so the write-back after
+        the topic is read puts the record's artifact there instead."""
+        log.error(
+            "malformed Redis model cache entry skipped; the version comes from the models topic",
+            extra={"model_version": version, "reason": exc.reason, "error": str(exc)[:500]},
+        )
+        try:
+            self.cache.delete(version)
+        except redis.RedisError as err:
+            log.warning("malformed model cache entry not deleted", extra={"error": str(err)})
 
     # -- the topic ---------------------------------------------------------------------------
 
