@@ -92,6 +92,12 @@ WHATIF_SECONDS = Histogram(
     "Time to answer a what-if request inside the service.",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+WHATIF_VIEW_INVALID = Counter(
+    "pooch_scorer_whatif_view_invalid_total",
+    "Online-view values that were malformed (wrong JSON or types) and read as missing, by key kind "
+    "(dog, tag, overall).",
+    ["kind"],
+)
 WHATIF_STATE_DEGRADED = Counter(
     "pooch_scorer_whatif_state_degraded_total",
     "What-if drafts featurized with default state (online view missing or unavailable).",

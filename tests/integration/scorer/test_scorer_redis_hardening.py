@@ -1,5 +1,5 @@
-"""A real scorer process against a poisoned Redis: malformed model-cache entries never blind it
-(issue 11, item 2)."""
+"""A real scorer process against a poisoned Redis: malformed model-cache entries and online-view
+values never blind it (issue 11, item 2)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 import redis
 
 from libs.common.artifacts import ModelCache
+from libs.common.features.online_view import OnlineView
+from libs.common.features.state import DogState, Stats
 from services.scorer.fixtures import make_artifact, model_event, publish_events, train_model_text
 from tests.support.kafkautil import wait_for
 from tests.support.scorer import ScorerProcess
@@ -82,6 +84,48 @@ def test_poisoned_model_cache_is_skipped_and_the_topic_serves(topics, tmp_path, 
             timeout=10,
             what="the cache repaired",
         )
+    finally:
+        assert scorer.stop() == 0
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "overall",
+    [
+        b"[1, 2]",  # JSON, not an object
+        b'{"n": "many", "likes": 3}',  # an object with a string count
+        b'"9000"',  # a JSON string
+        b"{not json",
+        b'{"n": 10, "likes": NaN}',  # Python's json reads NaN
+    ],
+)
+def test_malformed_online_view_values_are_treated_as_missing(topics, tmp_path, models, overall):
+    client = redis.Redis.from_url(topics.redis_url)
+    view = OnlineView(client, topics.topic_prefix)
+    view.write(
+        {"dog-00001": DogState(posts=12, last_posted_at=1_794_990_000_000, matured=Stats(10, 230.0))},
+        {"v1": {"adorable": Stats(50, 900.0)}},
+        Stats(1000, 9000.0),
+        1_794_999_000_000,
+    )
+    client.set(f"{view.prefix}overall", overall)
+    client.set(view.dog_key("dog-bad"), b'{"posts": "twelve", "matured": []}')
+    client.set(view.tag_key("v1", "puppy"), b"[]")
+    publish_events(topics, [models["a"].to_event()])
+    scorer = ScorerProcess(topics, tmp_path, role="whatif", registry_sync_timeout_s=10).wait_ready()
+    try:
+        for draft in (DRAFT, DRAFT | {"dog_id": "dog-bad"}):
+            row = _answer(scorer, draft)
+            assert row["state"] == "unavailable"  # overall missing: defaults, flagged
+            assert row["model_version"] == models["a"].model_version and row["predicted_likes"] >= 0
+        client.set(f"{view.prefix}overall", json.dumps(Stats(1000, 9000.0).to_dict()))
+        assert _answer(scorer)["state"] == "online"
+        assert _answer(scorer, DRAFT | {"dog_id": "dog-bad"})["state"] == "dog_unknown"
+        invalid = {
+            kind: scorer.metric_sum("pooch_scorer_whatif_view_invalid_total", kind=kind)
+            for kind in ("overall", "dog", "tag")
+        }
+        assert invalid == {"overall": 2, "dog": 2, "tag": 4}
     finally:
         assert scorer.stop() == 0
         client.close()
