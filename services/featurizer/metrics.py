@@ -19,3 +19,11 @@ BUFFERED = Gauge("pooch_featurizer_buffered_pupdates", "Pupdates waiting for the
 WATERMARK = Gauge("pooch_featurizer_watermark_timestamp_seconds", "Event-time watermark.")
 OWNED = Gauge("pooch_featurizer_owned_partitions", "Partitions of pupdates this worker emits for.")
 REPLICA_LAG = Gauge("pooch_featurizer_replica_caught_up_ratio", "Share of fact partitions read to their end.")
+VIEW_REWRITES = Counter(
+    "pooch_featurizer_view_rewrites_total",
+    "Whole online-view rewrites started, by reason (start, wiped: Redis lost it, refresh: before the TTL).",
+    ["reason"],
+)
+VIEW_KEYS_REWRITTEN = Counter(
+    "pooch_featurizer_view_rewritten_keys_total", "Online-view keys written by whole-view rewrites."
+)

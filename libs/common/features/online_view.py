@@ -9,6 +9,13 @@ Keys (``P`` = POOCH_TOPIC_PREFIX, so tests and tenants never collide):
   ``P view:tag:<version>:<tag>``      JSON Stats
   ``P view:overall``                  JSON Stats
   ``P view:watermark``                event time (ms) the view is correct as of
+  ``P view:epoch:<instance_id>``      set by a featurizer once it has written its whole view;
+                                      gone means Redis lost the view (FLUSHALL, a restart
+                                      without persistence, eviction) and it must be rewritten
+
+Every key may carry a TTL (the featurizer's ``view_ttl_s``), which the featurizer refreshes
+by rewriting its whole view well before it runs out: keys outlive their writer by at most the
+TTL (an abandoned topic prefix, a retired extractor version), never forever.
 
 Values are read strictly: one that is not the JSON its key should hold (wrong types, negative
 or non-finite numbers) is :class:`InvalidViewValue`, which readers treat as missing.
@@ -45,23 +52,45 @@ class OnlineView:
     def overall_key(self) -> str:
         return f"{self.prefix}overall"
 
+    def epoch_key(self, instance_id: str) -> str:
+        return f"{self.prefix}epoch:{instance_id}"
+
     def write(
         self,
         dogs: Mapping[str, DogState],
         tags: Mapping[str, Mapping[str, Stats]],
         overall: Stats,
         watermark: int,
+        *,
+        ttl_s: int = 0,
     ) -> None:
+        """Write these values (and the overall stats and watermark); ``ttl_s`` > 0 sets their TTL."""
         values: dict[str, str] = {self.dog_key(d): json.dumps(s.to_dict()) for d, s in dogs.items()}
         for version, stats in tags.items():
             values.update({self.tag_key(version, t): json.dumps(s.to_dict()) for t, s in stats.items()})
         values[self.overall_key] = json.dumps(overall.to_dict())
         values[f"{self.prefix}watermark"] = str(watermark)
         pipe = self.client.pipeline(transaction=False)
-        items = list(values.items())
-        for i in range(0, len(items), 1000):
-            pipe.mset(dict(items[i : i + 1000]))
+        if ttl_s > 0:
+            for key, value in values.items():
+                pipe.set(key, value, ex=ttl_s)
+        else:
+            items = list(values.items())
+            for i in range(0, len(items), 1000):
+                pipe.mset(dict(items[i : i + 1000]))
         pipe.execute()
+
+    def has_epoch(self, instance_id: str) -> bool:
+        return bool(self.client.exists(self.epoch_key(instance_id)))
+
+    def set_epoch(
+        self, instance_id: str, value: str, *, ttl_s: int = 0, only_if_present: bool = False
+    ) -> bool:
+        """Mark the view as written; with ``only_if_present``, only if nothing wiped the mark since."""
+        done = self.client.set(
+            self.epoch_key(instance_id), value, ex=ttl_s if ttl_s > 0 else None, xx=only_if_present
+        )
+        return bool(done)
 
     def read(self, pupdate: Mapping[str, Any], extractor: Extractor) -> StateView:
         """State for featurizing a draft now; defaults and degraded=True when Redis fails."""
