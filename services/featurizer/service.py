@@ -213,11 +213,13 @@ class Featurizer:
             ("after_horizon", c.likes_after_horizon),
             ("late", c.likes_late),
             ("orphaned", c.likes_orphaned),
+            ("duplicate", c.likes_duplicate),
         ):
             m.LIKES.labels(outcome).inc(value - self.likes_reported[outcome])
             self.likes_reported[outcome] = value
         m.OPEN_HORIZONS.set(self.engine.open_horizons)
         m.BUFFERED.set(self.engine.buffered)
+        m.LIKE_IDS.set(self.engine.like_ids_kept)
         if wm > NEVER:
             m.WATERMARK.set(wm / 1000)
         m.OWNED.set(len(self.ownership.owned))

@@ -1,5 +1,5 @@
-"""The featurizer's Redis online view through wipes and restarts, with TTLs it keeps fresh
-(issue 11, items 2 and 8)."""
+"""The featurizer's Redis online view through wipes and restarts, with TTLs it keeps fresh, and
+like counting that stays right when the same like reaches the facts twice (issue 11, items 2, 8)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import redis
 from libs.common.features.online_view import OnlineView
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
-from libs.common.topics import LIKES, PUPDATES
-from tests.support.kafkautil import wait_for
+from libs.common.topics import INSTANCES, LIKES, PUPDATES
+from tests.support.kafkautil import read_all, wait_for
 from tests.support.procs import ServiceProcess
 from tests.support.scorer import RedisServer
 from tests.support.simworld import START_MS
@@ -71,6 +71,31 @@ def _featurizer(settings, tmp_path, redis_url: str | None = None, **opts) -> Ser
         idle_flush_ms=300,
         **opts,
     ).wait_ready()
+
+
+def _instances(settings) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for msg in read_all(settings, settings.topic(INSTANCES), timeout=30):
+        rec = serde("instance").decode(msg.value())
+        out.setdefault(rec["pupdate_id"], []).append(rec)
+    return out
+
+
+def test_a_like_resent_after_the_collector_forgot_it_is_counted_once(topics, tmp_path):
+    t = START_MS
+    # like-1 again, as the collector lets it through once it has forgotten its id
+    likes = [_like("like-1", "p1", t + 10), _like("like-2", "p1", t + 20), _like("like-1", "p1", t + 10)]
+    # p2, two horizons later, moves event time past p1's horizon
+    _write(topics, [_pupdate("p1", "d1", t, ["#pug"]), _pupdate("p2", "d1", t + 2 * HORIZON_MS, [])], likes)
+    proc = _featurizer(topics, tmp_path)
+    try:
+        wait_for(lambda: "p1" in _instances(topics), timeout=60, what="p1's instance")
+        duplicates = proc.metric_sum("pooch_featurizer_likes_total", outcome="duplicate")
+    finally:
+        proc.stop()
+    [inst] = _instances(topics)["p1"]
+    assert inst["likes"] == 2
+    assert duplicates == 1
 
 
 @pytest.fixture
