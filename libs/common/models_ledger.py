@@ -5,7 +5,11 @@ supervisor (to know what it is judging) each wrap :class:`ModelsLedger` with onl
 (artifacts, verification, decision history), so the three can never disagree about it.
 
 * Every event is applied once, by ``event_id``, in topic order: every process that reads the
-  topic from the beginning holds the same state.
+  topic from the beginning holds the same state. The ids of the newest
+  :data:`APPLIED_IDS_KEPT` events are remembered, not all of them: an id is repeated only by a
+  producer's retry or a service re-sending the decision it made just before a crash, both a
+  few events after the original, while the topic grows for ever. An event repeated further
+  back than that would be applied again.
 * **Usable** = published, not PAUSED (until RESUMED), not RETIRED, not refused (a wrapper's own
   verdict on the artifact: its sha256 or LightGBM could not load it).
 * **Champion** of an extractor version: the version ACTIVATED on the champion arm if it is still
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,6 +46,10 @@ class Arm(StrEnum):
     CHALLENGER = "challenger"
     BASELINE = "baseline"
 
+
+# Model events are a few per training run or decision: years of them, and a repeat comes within
+# a handful of events of its original.
+APPLIED_IDS_KEPT = 100_000
 
 # The order of the arms' slices in the routing hash space: part of the stable assignment.
 ARMS: tuple[Arm, ...] = (Arm.CHAMPION, Arm.CHALLENGER, Arm.BASELINE)
@@ -71,7 +80,9 @@ class ModelsLedger:
     refused: dict[str, str] = field(default_factory=dict)  # version -> why (the wrapper's verdict)
     activated: dict[str, dict[str, str]] = field(default_factory=dict)  # extractor -> arm -> version
     weights: dict[str, float] | None = None
-    applied: set[str] = field(default_factory=set)  # event ids
+    applied: set[str] = field(default_factory=set)  # the newest applied_ids_kept event ids
+    applied_order: deque[str] = field(default_factory=deque)  # the same, oldest first
+    applied_ids_kept: int = APPLIED_IDS_KEPT
 
     # -- applying events ---------------------------------------------------------------------
 
@@ -87,7 +98,7 @@ class ModelsLedger:
             log.warning("unknown model event kind ignored", extra={"kind": kind, "model_version": version})
             return None
         if event_id:
-            self.applied.add(event_id)
+            self._remember(event_id)
         if kind == EventKind.PUBLISHED:
             return self.on_published(event)
         if kind == EventKind.PAUSED:
@@ -102,6 +113,12 @@ class ModelsLedger:
         else:
             changed = self._activate(event, version)
         return changed
+
+    def _remember(self, event_id: str) -> None:
+        self.applied.add(event_id)
+        self.applied_order.append(event_id)
+        while len(self.applied_order) > self.applied_ids_kept:
+            self.applied.discard(self.applied_order.popleft())
 
     def on_published(self, event: Mapping[str, Any]) -> bool:
         """A PUBLISHED event; wrappers extend it with what they keep of the artifact."""
