@@ -193,6 +193,18 @@ class ModelsLedger:
             return self.challenger(ev) or self.champion(ev)
         return self.champion(ev)
 
+    def worth_keeping(self, newest: int) -> set[str]:
+        """The versions whose artifacts a wrapper keeps in memory: per extractor version the
+        ``newest`` published ones not retired, and whatever is champion, challenger or activated.
+        Any other non-retired version can still serve again (everything newer paused, an
+        ACTIVATED), so a wrapper that dropped its artifact must be able to fetch it back."""
+        keep: set[str] = set()
+        for ev, versions in self.order.items():
+            keep.update([v for v in versions if v not in self.retired][-newest:])
+            keep.update(v for v in (self.champion(ev), self.challenger(ev)) if v)
+            keep.update(v for v in self.activated.get(ev, {}).values() if v not in self.retired)
+        return keep
+
     def extractors(self) -> list[str]:
         return [ev for ev, versions in self.order.items() if versions]
 

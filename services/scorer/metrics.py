@@ -144,3 +144,9 @@ def observe_end_to_end(posted: Sequence[bytes], now_ms: int) -> None:
             n |= (b & 0x7F) << shift
             shift += 7
         observe(max(now_ms - ((n >> 1) ^ -(n & 1)), 0) / 1000.0)
+
+
+ARTIFACTS_FETCHED = Counter(
+    "pooch_scorer_artifacts_fetched_total",
+    "Evicted model artifacts fetched back from the Redis model cache: their version was selected again.",
+)

@@ -89,8 +89,10 @@ class Registry:
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.s = settings
-        self.catalog = Catalog()
+        self.catalog = Catalog(artifacts_kept=settings.artifacts_kept)
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # Fetches an evicted version's artifact back (the feed sets it: the Redis model cache).
+        self.fetch: Callable[[str], ModelArtifact | None] = lambda _version: None
         self.default_weights = Weights.of(settings.arm_weights)
         self._snapshot = Snapshot(generation=0, weights=self.default_weights)
         self._lock = threading.Lock()  # serialises writers; readers never take it
@@ -106,7 +108,7 @@ class Registry:
     def reset(self) -> None:
         """Forget what was seeded (the feed thread, before it reads the topic)."""
         with self._lock:
-            self.catalog = Catalog()
+            self.catalog = Catalog(artifacts_kept=self.s.artifacts_kept)
             self.loaded.clear()
 
     # -- mutations (feed thread) -------------------------------------------------------------
@@ -129,6 +131,18 @@ class Registry:
         if model is not None:
             self.loaded.move_to_end(version)
             return model
+        if version in self.catalog.evicted:
+            fetched = self._fetch(version)
+            if fetched is None:
+                self.catalog.refuse(version, "artifact_evicted")
+                m.MODEL_REFUSED.labels("artifact_evicted").inc()
+                log.error(
+                    "model version selected again but its artifact was evicted and is not in the "
+                    "Redis model cache; refused until the scorer restarts (which reads it from the topic)",
+                    extra={"model_version": version},
+                )
+                return None
+            self.catalog.restore(fetched)
         art = self.catalog.artifacts[version]
         try:
             model = load(
@@ -157,6 +171,17 @@ class Registry:
         )
         self.loaded[version] = model
         return model
+
+    def _fetch(self, version: str) -> ModelArtifact | None:
+        try:
+            art = self.fetch(version)
+        except (redis.RedisError, CacheEntryError) as exc:
+            log.warning("evicted artifact not fetched", extra={"model_version": version, "error": str(exc)})
+            return None
+        if art is None or art.extractor_version != self.catalog.extractor_of(version):
+            return None
+        m.ARTIFACTS_FETCHED.inc()
+        return art
 
     def rebuild(self, *, synced: bool | None = None, source: str | None = None) -> Snapshot:
         """Select, load what is selected, and swap in the new snapshot."""
@@ -193,6 +218,8 @@ class Registry:
 
     def _evict(self, serving: Mapping[str, Mapping[str, LoadedModel]]) -> None:
         keep = {mdl.version for arms in serving.values() for mdl in arms.values()}
+        for v in [v for v in self.loaded if v not in keep and v in self.catalog.retired]:
+            del self.loaded[v]  # retired never serves again
         spare = [v for v in self.loaded if v not in keep]
         for v in spare[: max(len(spare) - self.s.loaded_models_kept, 0)]:
             del self.loaded[v]
@@ -252,6 +279,7 @@ class ModelsFeed(threading.Thread):
             socket_connect_timeout=settings.redis_timeout_s,
         )
         self.cache = ModelCache(client, settings.topic_prefix, service="scorer")
+        registry.fetch = self.cache.get
         self.error: BaseException | None = None
         self.events_read = 0
         self._redis_warned = False
@@ -388,7 +416,9 @@ class ModelsFeed(threading.Thread):
             return
         cat = self.registry.catalog
         try:
-            missing = self.cache.missing([v for v in versions if v in cat.artifacts and v not in cat.refused])
+            missing = self.cache.missing(
+                [v for v in versions if v in cat.artifacts and v not in cat.refused and v not in cat.evicted]
+            )
             for v in missing:
                 art: ModelArtifact = cat.artifacts[v]
                 try:
