@@ -72,7 +72,7 @@ MODEL_LOAD_SECONDS = Histogram(
 )
 MODEL_REFUSED = Counter(
     "pooch_scorer_models_refused_total",
-    "Model versions refused at load, by reason (artifact_integrity, unloadable).",
+    "Model versions refused at load, by reason (artifact_integrity, unloadable, artifact_evicted).",
     ["reason"],
 )
 ARM_WEIGHT = Gauge("pooch_scorer_arm_weight", "Share of dogs routed to each arm.", ["arm"])
