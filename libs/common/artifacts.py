@@ -21,6 +21,11 @@ Wiped or partly lost, the cache is rebuilt by :func:`rebuild_cache` (every PUBLI
 ``models``, each verified before it is cached). A record whose sha256 does not match is refused:
 an ``error`` log line naming the version and both digests, and
 ``pooch_model_integrity_failures_total{service, source}`` goes up.
+
+Redis is not trusted either: an entry whose fields or ``meta`` do not have the types the
+``model_event`` schema gives them (or that names another version than its key) is a
+:class:`CacheEntryError`, counted in ``pooch_model_cache_entries_rejected_total{service}``;
+readers skip it and take the version from the topic.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fastavro.validation import validate
 from prometheus_client import Counter
 
 from libs.common.models_ledger import EventKind
+from libs.common.serde import serde
 
 if TYPE_CHECKING:
     from libs.common.signing import ModelEventSigner
@@ -55,6 +62,19 @@ INTEGRITY_FAILURES = Counter(
     "Model artifacts refused because they did not decompress or their sha256 did not match.",
     ["service", "source"],
 )
+
+
+CACHE_REJECTED = Counter(
+    "pooch_model_cache_entries_rejected_total",
+    "Redis model-cache entries skipped because they are malformed (wrong types, unreadable JSON).",
+    ["service"],
+)
+
+
+class CacheEntryError(ValueError):
+    """A Redis model-cache entry that is not a well-formed PUBLISHED record: never used."""
+
+    reason = "cache_entry_malformed"
 
 
 class ArtifactIntegrityError(ValueError):
@@ -347,21 +367,18 @@ class ModelCache:
         pipe.execute()
 
     def get(self, version: str) -> ModelArtifact | None:
-        """The cached artifact, unverified (call ``.model_text()``), or None when not cached."""
+        """The cached artifact, unverified (call ``.model_text()``), or None when not cached.
+
+        Raises :class:`CacheEntryError` (counted) when the entry is malformed.
+        """
         raw = self.client.hgetall(self.key(version))
         if not raw:
             return None
-        raw = {_s(k): v for k, v in raw.items()}
-        meta = json.loads(_s(raw["meta"]))
-        return ModelArtifact.from_event(
-            meta
-            | {
-                "kind": EventKind.PUBLISHED,
-                "artifact": bytes(raw["artifact"]),
-                "artifact_encoding": _s(raw["encoding"]),
-            }
-            | {"artifact_sha256": _s(raw["sha256"])}
-        )
+        try:
+            return _entry(version, {_s(k): v for k, v in raw.items()})
+        except CacheEntryError:
+            CACHE_REJECTED.labels(self.service).inc()
+            raise
 
     def load_text(self, version: str) -> str | None:
         """The verified model text of a cached version; None when not cached.
@@ -388,18 +405,62 @@ class ModelCache:
             pipe.exists(self.key(v))
         return [v for v, present in zip(versions, pipe.execute(), strict=True) if not present]
 
-    def delete(self, version: str) -> None:
+    def delete(self, version: str, extractor_version: str | None = None) -> None:
+        """Drop one entry; works on a malformed entry too (its index entries with it)."""
+        if extractor_version is None:
+            extractor_version = _extractor_of(self.client.hget(self.key(version), "meta"))
         pipe = self.client.pipeline(transaction=True)
-        art = self.get(version)
         pipe.delete(self.key(version))
         pipe.zrem(self.index_key, version)
-        if art is not None:
-            pipe.zrem(self.extractor_key(art.extractor_version), version)
+        if extractor_version:
+            pipe.zrem(self.extractor_key(extractor_version), version)
+        else:  # a meta too broken to say: the version is in none of the others, or in one
+            for key in self.client.scan_iter(match=self.extractor_key("*"), count=100):
+                pipe.zrem(key, version)
         pipe.execute()
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _extractor_of(meta: Any) -> str | None:
+    try:
+        value = json.loads(_s(meta)).get("extractor_version") if meta is not None else None
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _entry(version: str, raw: Mapping[str, Any]) -> ModelArtifact:
+    """The PUBLISHED record a cache hash holds, checked against the ``model_event`` schema:
+    JSON that parses but has other types (a list for a string, a string for a number) must be
+    refused here, or it fails later wherever the value is first used."""
+    try:
+        meta = json.loads(_s(raw["meta"]))
+        if not isinstance(meta, dict):
+            raise CacheEntryError(f"meta is a JSON {type(meta).__name__}, not an object")
+        if not isinstance(raw["artifact"], bytes | bytearray):
+            raise CacheEntryError("artifact is not bytes")
+        event = meta | {
+            "kind": EventKind.PUBLISHED.value,
+            "artifact": bytes(raw["artifact"]),
+            "artifact_encoding": _s(raw["encoding"]),
+            "artifact_sha256": _s(raw["sha256"]),
+            "arm": None,
+            "arm_weights": {},
+        }
+    except CacheEntryError as exc:
+        raise CacheEntryError(f"model cache entry {version}: {exc}") from exc
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise CacheEntryError(f"model cache entry {version}: {type(exc).__name__}: {exc}") from exc
+    schema = serde("model_event").reader.parsed
+    # bool is an int to Python and to fastavro; no field of a model event is a boolean.
+    if any(isinstance(v, bool) for v in event.values()) or not validate(event, schema, raise_errors=False):
+        raise CacheEntryError(f"model cache entry {version}: fields do not match the model_event schema")
+    if event["model_version"] != version:
+        raise CacheEntryError(f"model cache entry {version} holds {event['model_version']!r}")
+    return ModelArtifact.from_event(event)
 
 
 # -- reading the topic -------------------------------------------------------------------------
@@ -421,7 +482,7 @@ def read_model_events(settings: Any, *, timeout: float = 60.0) -> Iterator[tuple
     """
     from libs.common.kafka.clients import position
     from libs.common.kafka.replay import LARGE_FETCH, read_to_end
-    from libs.common.serde import SerdeError, serde
+    from libs.common.serde import SerdeError
     from libs.common.topics import MODELS
 
     model_serde = serde("model_event")

@@ -5,7 +5,11 @@ supervisor (to know what it is judging) each wrap :class:`ModelsLedger` with onl
 (artifacts, verification, decision history), so the three can never disagree about it.
 
 * Every event is applied once, by ``event_id``, in topic order: every process that reads the
-  topic from the beginning holds the same state.
+  topic from the beginning holds the same state. The ids of the newest
+  :data:`APPLIED_IDS_KEPT` events are remembered, not all of them: an id is repeated only by a
+  producer's retry or a service re-sending the decision it made just before a crash, both a
+  few events after the original, while the topic grows for ever. An event repeated further
+  back than that would be applied again.
 * With a verifier (:mod:`libs.common.signing`), an event without a valid signature from a
   trusted key is refused before it is applied: only the trainer and the supervisor can change
   what serves.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -47,6 +52,10 @@ class Arm(StrEnum):
     CHALLENGER = "challenger"
     BASELINE = "baseline"
 
+
+# Model events are a few per training run or decision: years of them, and a repeat comes within
+# a handful of events of its original.
+APPLIED_IDS_KEPT = 100_000
 
 # The order of the arms' slices in the routing hash space: part of the stable assignment.
 ARMS: tuple[Arm, ...] = (Arm.CHAMPION, Arm.CHALLENGER, Arm.BASELINE)
@@ -77,7 +86,9 @@ class ModelsLedger:
     refused: dict[str, str] = field(default_factory=dict)  # version -> why (the wrapper's verdict)
     activated: dict[str, dict[str, str]] = field(default_factory=dict)  # extractor -> arm -> version
     weights: dict[str, float] | None = None
-    applied: set[str] = field(default_factory=set)  # event ids
+    applied: set[str] = field(default_factory=set)  # the newest applied_ids_kept event ids
+    applied_order: deque[str] = field(default_factory=deque)  # the same, oldest first
+    applied_ids_kept: int = APPLIED_IDS_KEPT
     # Events it refuses never reach the fold (nor ``applied``: a forged event cannot claim the
     # id of a real one to have that one dropped as a repeat).
     verifier: ModelEventVerifier | None = None
@@ -98,7 +109,7 @@ class ModelsLedger:
         if self.verifier is not None and not self.verifier.accepts(event):
             return None
         if event_id:
-            self.applied.add(event_id)
+            self._remember(event_id)
         if kind == EventKind.PUBLISHED:
             return self.on_published(event)
         if kind == EventKind.PAUSED:
@@ -113,6 +124,12 @@ class ModelsLedger:
         else:
             changed = self._activate(event, version)
         return changed
+
+    def _remember(self, event_id: str) -> None:
+        self.applied.add(event_id)
+        self.applied_order.append(event_id)
+        while len(self.applied_order) > self.applied_ids_kept:
+            self.applied.discard(self.applied_order.popleft())
 
     def on_published(self, event: Mapping[str, Any]) -> bool:
         """A PUBLISHED event; wrappers extend it with what they keep of the artifact."""
@@ -186,6 +203,18 @@ class ModelsLedger:
         if arm == Arm.CHALLENGER:
             return self.challenger(ev) or self.champion(ev)
         return self.champion(ev)
+
+    def worth_keeping(self, newest: int) -> set[str]:
+        """The versions whose artifacts a wrapper keeps in memory: per extractor version the
+        ``newest`` published ones not retired, and whatever is champion, challenger or activated.
+        Any other non-retired version can still serve again (everything newer paused, an
+        ACTIVATED), so a wrapper that dropped its artifact must be able to fetch it back."""
+        keep: set[str] = set()
+        for ev, versions in self.order.items():
+            keep.update([v for v in versions if v not in self.retired][-newest:])
+            keep.update(v for v in (self.champion(ev), self.challenger(ev)) if v)
+            keep.update(v for v in self.activated.get(ev, {}).values() if v not in self.retired)
+        return keep
 
     def extractors(self) -> list[str]:
         return [ev for ev, versions in self.order.items() if versions]

@@ -14,6 +14,10 @@ Ties are broken by (time, closures before postings, pupdate_id), so the output i
 function of the set of facts, whatever order they came in: a replay, a second worker or an
 offline batch computation all get the same values. A like that arrives after its pupdate's
 horizon was closed is counted as late (a metric), never silently folded into a closed label.
+
+A like is counted once per ``event_id``: the collector forgets the ids it has seen after a
+while, so a like re-sent later can reach the facts twice. The ids are kept per pupdate only
+while its horizon is open (its label can still change); they are dropped when it closes.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class Counters:
     likes_orphaned: int = 0
     pupdates_late: int = 0
     duplicates: int = 0
+    likes_duplicate: int = 0
 
 
 class FeatureEngine:
@@ -85,6 +90,9 @@ class FeatureEngine:
         self._closed_order: deque[tuple[int, str]] = deque()
         self.orphan_likes: dict[str, list[int]] = {}  # pupdate not seen yet
         self._early_likes: dict[str, int] = {}  # pupdate seen, not released yet; in its window
+        # event_ids of the likes of each pupdate whose horizon has not closed (or not arrived)
+        self._like_ids: dict[str, set[str]] = {}
+        self.like_ids_kept = 0
         self._queue: list[tuple[int, int, str]] = []
         self._pending_posts: dict[str, tuple[dict[str, Any], tuple[int, int] | None]] = {}
         self.counters = Counters()
@@ -106,7 +114,15 @@ class FeatureEngine:
             self._count_like(pid, liked_at)
 
     def add_like(self, like: Mapping[str, Any]) -> None:
-        self._count_like(like["pupdate_id"], int(like["liked_at"]))
+        pid, event_id = like["pupdate_id"], like.get("event_id")
+        if event_id and pid not in self.closed:  # a closed label never changes: no ids needed
+            ids = self._like_ids.setdefault(pid, set())
+            if event_id in ids:
+                self.counters.likes_duplicate += 1
+                return
+            ids.add(event_id)
+            self.like_ids_kept += 1
+        self._count_like(pid, int(like["liked_at"]))
 
     def _count_like(self, pid: str, liked_at: int) -> None:
         pending = self._pending_posts.get(pid)
@@ -158,6 +174,10 @@ class FeatureEngine:
                 p for p, ts in self.orphan_likes.items() if max(ts) < self.watermark - self.horizon_ms
             ]:
                 self.counters.likes_orphaned += len(self.orphan_likes.pop(pid))
+                self._forget_like_ids(pid)
+
+    def _forget_like_ids(self, pid: str) -> None:
+        self.like_ids_kept -= len(self._like_ids.pop(pid, ()))
 
     def _post(self, pid: str) -> list[FeaturesOut]:
         pupdate, source = self._pending_posts.pop(pid)
@@ -185,6 +205,7 @@ class FeatureEngine:
     def _close(self, pid: str, close_at: int) -> list[InstanceOut]:
         entry = self.open.pop(pid)
         self.closed[pid] = close_at
+        self._forget_like_ids(pid)
         self._closed_order.append((close_at, pid))
         self.dogs[entry.pupdate["dog_id"]].matured.add(entry.likes)
         self.overall.add(entry.likes)

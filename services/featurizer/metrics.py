@@ -8,14 +8,27 @@ INSTANCES_OUT = Counter(
 )
 LIKES = Counter(
     "pooch_featurizer_likes_total",
-    "Likes seen, by what became of them (counted, after_horizon, late, orphaned).",
+    "Likes seen, by what became of them (counted, after_horizon, late, orphaned, duplicate: an "
+    "event_id already counted for the pupdate, never counted twice).",
     ["outcome"],
 )
 EXTRACTION_ERRORS = Counter(
     "pooch_featurizer_extraction_errors_total", "Facts that could not be featurized, by reason.", ["reason"]
 )
 OPEN_HORIZONS = Gauge("pooch_featurizer_open_horizons", "Pupdates whose label horizon is still open.")
+LIKE_IDS = Gauge(
+    "pooch_featurizer_like_ids",
+    "Like event_ids kept to count each like once: those of pupdates whose horizon is still open.",
+)
 BUFFERED = Gauge("pooch_featurizer_buffered_pupdates", "Pupdates waiting for the watermark.")
 WATERMARK = Gauge("pooch_featurizer_watermark_timestamp_seconds", "Event-time watermark.")
 OWNED = Gauge("pooch_featurizer_owned_partitions", "Partitions of pupdates this worker emits for.")
 REPLICA_LAG = Gauge("pooch_featurizer_replica_caught_up_ratio", "Share of fact partitions read to their end.")
+VIEW_REWRITES = Counter(
+    "pooch_featurizer_view_rewrites_total",
+    "Whole online-view rewrites started, by reason (start, wiped: Redis lost it, refresh: before the TTL).",
+    ["reason"],
+)
+VIEW_KEYS_REWRITTEN = Counter(
+    "pooch_featurizer_view_rewritten_keys_total", "Online-view keys written by whole-view rewrites."
+)

@@ -34,6 +34,7 @@ from services.featurizer.engine import FeatureEngine, FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
 from services.featurizer.ownership import NEVER, Ownership, Progress
 from services.featurizer.settings import FeaturizerSettings
+from services.featurizer.view import ViewWriter
 from services.featurizer.watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ class Featurizer:
         self.read_through: dict[int, int] = defaultdict(int)
         self.rebuilt = False
         self.last_prune = 0.0
-        self.dirty_dogs: set[str] = set()
-        self.dirty_tags: dict[str, set[str]] = defaultdict(set)
 
         self.txn = TransactionalProducer(
             settings, name=SERVICE, transactional_id=settings.topic(f"{SERVICE}-{settings.instance_id}")
@@ -76,8 +75,13 @@ class Featurizer:
         self.partitions = sorted(
             tp.partition for tp in self.replica.partitions if tp.topic == self.topics[PUPDATES]
         )
-        self.view = OnlineView(
-            redis.Redis.from_url(settings.redis_url, socket_timeout=1), settings.topic_prefix
+        self.view = ViewWriter(
+            OnlineView(redis.Redis.from_url(settings.redis_url, socket_timeout=1), settings.topic_prefix),
+            self.engine,
+            instance_id=settings.instance_id,
+            ttl_s=settings.view_ttl_s,
+            check_s=settings.view_check_s,
+            batch=settings.view_rewrite_batch,
         )
 
     # -- reading -----------------------------------------------------------------------------
@@ -125,11 +129,11 @@ class Featurizer:
             partition, offset = f.source
             self.pending_features[partition].append((offset, f))
             self.unreleased[partition].discard(offset)
-            self.dirty_dogs.add(f.pupdate["dog_id"])
+            self.view.changed_dog(f.pupdate["dog_id"])
         for i in instances:
             self.pending_instances[i.source[0]].append(i)
-            self.dirty_dogs.add(i.pupdate["dog_id"])
-            self.dirty_tags[i.version].update(self.extractor_of[i.version].tags(i.pupdate))
+            self.view.changed_dog(i.pupdate["dog_id"])
+            self.view.changed_tags(i.version, self.extractor_of[i.version].tags(i.pupdate))
         return wm
 
     def progress_of(self, partition: int, wm: int) -> Progress:
@@ -199,22 +203,8 @@ class Featurizer:
             ]
 
     def write_view(self, wm: int) -> None:
-        if not self.s.redis_view or (not self.dirty_dogs and not self.dirty_tags):
-            return
-        dogs = {d: self.engine.dogs[d] for d in self.dirty_dogs if d in self.engine.dogs}
-        tags = {
-            v: {t: self.engine.tag_stats[v][t] for t in ts if t in self.engine.tag_stats[v]}
-            for v, ts in self.dirty_tags.items()
-        }
-        try:
-            self.view.write(dogs, tags, self.engine.overall, wm)
-        except redis.RedisError as exc:
-            log.warning(
-                "online view not written; will retry with the next changes", extra={"error": str(exc)}
-            )
-            return
-        self.dirty_dogs.clear()
-        self.dirty_tags.clear()
+        if self.s.redis_view:
+            self.view.write(wm, rebuilt=self.rebuilt)
 
     def update_gauges(self, wm: int) -> None:
         c = self.engine.counters
@@ -223,11 +213,13 @@ class Featurizer:
             ("after_horizon", c.likes_after_horizon),
             ("late", c.likes_late),
             ("orphaned", c.likes_orphaned),
+            ("duplicate", c.likes_duplicate),
         ):
             m.LIKES.labels(outcome).inc(value - self.likes_reported[outcome])
             self.likes_reported[outcome] = value
         m.OPEN_HORIZONS.set(self.engine.open_horizons)
         m.BUFFERED.set(self.engine.buffered)
+        m.LIKE_IDS.set(self.engine.like_ids_kept)
         if wm > NEVER:
             m.WATERMARK.set(wm / 1000)
         m.OWNED.set(len(self.ownership.owned))

@@ -32,6 +32,21 @@ class FeaturizerSettings(CommonSettings):
     )
     batch_size: int = Field(2000, description="Facts read per cycle.")
     redis_view: bool = Field(True, description="Maintain the online view in Redis for the what-if API.")
+    view_ttl_s: int = Field(
+        7 * 86_400,
+        ge=0,
+        description="TTL of every online-view key; the whole view is rewritten every third of it, so "
+        "only keys no featurizer writes any more expire (0: keys never expire).",
+    )
+    view_check_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker checks its epoch key and rewrites the whole view when Redis lost "
+        "it (FLUSHALL, a restart without persistence, eviction).",
+    )
+    view_rewrite_batch: int = Field(
+        5000, ge=1, description="Keys written per loop cycle while the whole view is rewritten."
+    )
 
     def model_post_init(self, _context) -> None:
         unknown = [v for v in self.versions if v not in EXTRACTORS]

@@ -72,7 +72,7 @@ MODEL_LOAD_SECONDS = Histogram(
 )
 MODEL_REFUSED = Counter(
     "pooch_scorer_models_refused_total",
-    "Model versions refused at load, by reason (artifact_integrity, unloadable).",
+    "Model versions refused at load, by reason (artifact_integrity, unloadable, artifact_evicted).",
     ["reason"],
 )
 ARM_WEIGHT = Gauge("pooch_scorer_arm_weight", "Share of dogs routed to each arm.", ["arm"])
@@ -91,6 +91,12 @@ WHATIF_SECONDS = Histogram(
     "pooch_scorer_whatif_request_seconds",
     "Time to answer a what-if request inside the service.",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+WHATIF_VIEW_INVALID = Counter(
+    "pooch_scorer_whatif_view_invalid_total",
+    "Online-view values that were malformed (wrong JSON or types) and read as missing, by key kind "
+    "(dog, tag, overall).",
+    ["kind"],
 )
 WHATIF_STATE_DEGRADED = Counter(
     "pooch_scorer_whatif_state_degraded_total",
@@ -138,3 +144,9 @@ def observe_end_to_end(posted: Sequence[bytes], now_ms: int) -> None:
             n |= (b & 0x7F) << shift
             shift += 7
         observe(max(now_ms - ((n >> 1) ^ -(n & 1)), 0) / 1000.0)
+
+
+ARTIFACTS_FETCHED = Counter(
+    "pooch_scorer_artifacts_fetched_total",
+    "Evicted model artifacts fetched back from the Redis model cache: their version was selected again.",
+)

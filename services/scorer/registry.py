@@ -27,7 +27,7 @@ from typing import Any
 import confluent_kafka
 import redis
 
-from libs.common.artifacts import ArtifactIntegrityError, ModelArtifact, ModelCache
+from libs.common.artifacts import ArtifactIntegrityError, CacheEntryError, ModelArtifact, ModelCache
 from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
 from libs.common.model_loading import ModelLoadError
 from libs.common.models_ledger import EventKind
@@ -91,8 +91,12 @@ class Registry:
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.s = settings
-        self.catalog = Catalog(verifier=verifier_from(settings, service="scorer"))
+        self.catalog = Catalog(
+            artifacts_kept=settings.artifacts_kept, verifier=verifier_from(settings, service="scorer")
+        )
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # Fetches an evicted version's artifact back (the feed sets it: the Redis model cache).
+        self.fetch: Callable[[str], ModelArtifact | None] = lambda _version: None
         self.default_weights = Weights.of(settings.arm_weights)
         self._snapshot = Snapshot(generation=0, weights=self.default_weights)
         self._lock = threading.Lock()  # serialises writers; readers never take it
@@ -104,6 +108,12 @@ class Registry:
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    def reset(self) -> None:
+        """Forget what was seeded (the feed thread, before it reads the topic)."""
+        with self._lock:
+            self.catalog = Catalog(artifacts_kept=self.s.artifacts_kept)
+            self.loaded.clear()
 
     # -- mutations (feed thread) -------------------------------------------------------------
 
@@ -125,6 +135,18 @@ class Registry:
         if model is not None:
             self.loaded.move_to_end(version)
             return model
+        if version in self.catalog.evicted:
+            fetched = self._fetch(version)
+            if fetched is None:
+                self.catalog.refuse(version, "artifact_evicted")
+                m.MODEL_REFUSED.labels("artifact_evicted").inc()
+                log.error(
+                    "model version selected again but its artifact was evicted and is not in the "
+                    "Redis model cache; refused until the scorer restarts (which reads it from the topic)",
+                    extra={"model_version": version},
+                )
+                return None
+            self.catalog.restore(fetched)
         art = self.catalog.artifacts[version]
         try:
             model = load(
@@ -153,6 +175,17 @@ class Registry:
         )
         self.loaded[version] = model
         return model
+
+    def _fetch(self, version: str) -> ModelArtifact | None:
+        try:
+            art = self.fetch(version)
+        except (redis.RedisError, CacheEntryError) as exc:
+            log.warning("evicted artifact not fetched", extra={"model_version": version, "error": str(exc)})
+            return None
+        if art is None or art.extractor_version != self.catalog.extractor_of(version):
+            return None
+        m.ARTIFACTS_FETCHED.inc()
+        return art
 
     def rebuild(self, *, synced: bool | None = None, source: str | None = None) -> Snapshot:
         """Select, load what is selected, and swap in the new snapshot."""
@@ -189,6 +222,8 @@ class Registry:
 
     def _evict(self, serving: Mapping[str, Mapping[str, LoadedModel]]) -> None:
         keep = {mdl.version for arms in serving.values() for mdl in arms.values()}
+        for v in [v for v in self.loaded if v not in keep and v in self.catalog.retired]:
+            del self.loaded[v]  # retired never serves again
         spare = [v for v in self.loaded if v not in keep]
         for v in spare[: max(len(spare) - self.s.loaded_models_kept, 0)]:
             del self.loaded[v]
@@ -248,6 +283,7 @@ class ModelsFeed(threading.Thread):
             socket_connect_timeout=settings.redis_timeout_s,
         )
         self.cache = ModelCache(client, settings.topic_prefix, service="scorer")
+        registry.fetch = self.cache.get
         self.error: BaseException | None = None
         self.events_read = 0
         self._redis_warned = False
@@ -258,7 +294,12 @@ class ModelsFeed(threading.Thread):
     def run(self) -> None:
         try:
             if self.s.seed_from_redis:
-                self.seed()
+                try:
+                    self.seed()
+                except Exception:
+                    # The seed only saves time; whatever Redis held, the topic is the record.
+                    log.exception("seeding from the Redis model cache failed; starting from the models topic")
+                    self.registry.reset()
             self.tail()
         except BaseException as exc:  # surfaced through liveness; the process restarts
             self.error = exc
@@ -269,10 +310,17 @@ class ModelsFeed(threading.Thread):
     def seed(self) -> int:
         """Every model the Redis cache holds, as provisionally published (statuses unknown)."""
         started = time.perf_counter()
+        arts: list[ModelArtifact] = []
         try:
-            versions = self.cache.versions()
-            arts = [a for a in (self.cache.get(v) for v in versions) if a is not None]
-        except (redis.RedisError, ValueError, KeyError) as exc:
+            for version in self.cache.versions():
+                try:
+                    art = self.cache.get(version)
+                except CacheEntryError as exc:
+                    self._drop_malformed(version, exc)
+                    continue
+                if art is not None:
+                    arts.append(art)
+        except redis.RedisError as exc:
             log.warning(
                 "Redis model cache unavailable; starting from the models topic", extra={"error": str(exc)}
             )
@@ -290,6 +338,18 @@ class ModelsFeed(threading.Thread):
             extra={"models": len(arts), "seconds": round(time.perf_counter() - started, 4)},
         )
         return len(arts)
+
+    def _drop_malformed(self, version: str, exc: CacheEntryError) -> None:
+        """Skip a poisoned entry (counted by the cache) and delete it, so the write-back after
+        the topic is read puts the record's artifact there instead."""
+        log.error(
+            "malformed Redis model cache entry skipped; the version comes from the models topic",
+            extra={"model_version": version, "reason": exc.reason, "error": str(exc)[:500]},
+        )
+        try:
+            self.cache.delete(version)
+        except redis.RedisError as err:
+            log.warning("malformed model cache entry not deleted", extra={"error": str(err)})
 
     # -- the topic ---------------------------------------------------------------------------
 
@@ -363,7 +423,9 @@ class ModelsFeed(threading.Thread):
             return
         cat = self.registry.catalog
         try:
-            missing = self.cache.missing([v for v in versions if v in cat.artifacts and v not in cat.refused])
+            missing = self.cache.missing(
+                [v for v in versions if v in cat.artifacts and v not in cat.refused and v not in cat.evicted]
+            )
             for v in missing:
                 art: ModelArtifact = cat.artifacts[v]
                 try:

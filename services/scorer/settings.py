@@ -57,7 +57,16 @@ class ScorerSettings(CommonSettings):
         description="Predict one row when a model is loaded; a model that cannot is refused and the "
         "last good version serves instead.",
     )
-    loaded_models_kept: int = Field(8, ge=1, description="Parsed models kept in memory beyond those serving.")
+    loaded_models_kept: int = Field(
+        8, ge=1, description="Parsed models kept in memory beyond those serving (least recently used go)."
+    )
+    artifacts_kept: int = Field(
+        8,
+        ge=1,
+        description="Newest non-retired versions per extractor version whose compressed artifacts stay in "
+        "memory, beside champion, challenger and activated ones; an older one selected again is fetched "
+        "back from the Redis model cache (refused, until a restart, when it is not there).",
+    )
     seed_from_redis: bool = Field(True, description="Seed the registry from the Redis model cache at start.")
     write_back_cache: bool = Field(
         True, description="Put models read from the topic that the Redis cache lacks into it (best effort)."

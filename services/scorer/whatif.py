@@ -23,7 +23,6 @@ answers; a control that could not tell drafts apart would make the experiment tr
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.features.extractors import EXTRACTORS, SIZES, Extractor, extractor
-from libs.common.features.online_view import OnlineView
+from libs.common.features.online_view import InvalidViewValue, OnlineView, decode_dog, decode_stats
 from libs.common.features.state import DogState, StateView, Stats
 from services.scorer import metrics as m
 from services.scorer.predict import DEADLINE, Scored, record_metrics, safe_baseline, score
@@ -154,10 +153,6 @@ class PredictRequest(BaseModel):
 ONLINE, DOG_UNKNOWN, UNAVAILABLE, TIMEOUT = "online", "dog_unknown", "unavailable", "timeout"
 
 
-def _load(raw: bytes | str | None) -> Any:
-    return json.loads(raw) if raw else None
-
-
 def default_state() -> StateView:
     return StateView(DogState(), {}, Stats(), degraded=True)
 
@@ -183,21 +178,39 @@ def states_from(
     view: OnlineView, pupdates: Sequence[dict], ext: Extractor, keys: list[str], tags_of, raw: list
 ) -> tuple[list[StateView], list[str]]:
     """Each draft's StateView out of one MGET answer (same semantics as OnlineView.read)."""
-    by_key = dict(zip(keys, raw, strict=True))
-    overall_raw = by_key[keys[0]]
-    overall = Stats.from_dict(_load(overall_raw))
+    # Decoded once per key; a malformed value counts as missing (and is counted once).
+    decoded: dict[str, Any] = {}
+    dog_prefix = view.dog_key("")
+    for key, r in zip(keys, raw, strict=True):
+        if key == keys[0]:
+            decoded[key] = _decoded(decode_stats, r, "overall", key)
+        elif key.startswith(dog_prefix):
+            decoded[key] = _decoded(decode_dog, r, "dog", key)
+        else:
+            decoded[key] = _decoded(decode_stats, r, "tag", key)
+    overall = decoded[keys[0]]
     states, notes = [], []
     for p, tags in zip(pupdates, tags_of, strict=True):
-        dog_raw = by_key[view.dog_key(p["dog_id"])]
+        dog = decoded[view.dog_key(p["dog_id"])]
         tag_stats = {}
         for t in tags:
-            r = by_key[view.tag_key(ext.version, t)]
-            if r is not None:
-                tag_stats[t] = Stats.from_dict(_load(r))
-        degraded = dog_raw is None or overall_raw is None
-        states.append(StateView(DogState.from_dict(_load(dog_raw)), tag_stats, overall, degraded=degraded))
-        notes.append(ONLINE if not degraded else (DOG_UNKNOWN if overall_raw is not None else UNAVAILABLE))
+            st = decoded[view.tag_key(ext.version, t)]
+            if st is not None:
+                tag_stats[t] = st
+        degraded = dog is None or overall is None
+        states.append(StateView(dog or DogState(), tag_stats, overall or Stats(), degraded=degraded))
+        notes.append(ONLINE if not degraded else (DOG_UNKNOWN if overall is not None else UNAVAILABLE))
     return states, notes
+
+
+def _decoded(decode: Any, raw: bytes | None, kind: str, key: str) -> Any:
+    try:
+        return decode(raw)
+    except InvalidViewValue as exc:
+        # Per request, so debug only: the counter is what people watch.
+        m.WHATIF_VIEW_INVALID.labels(kind).inc()
+        log.debug("malformed online view value read as missing", extra={"key": key, "error": str(exc)})
+        return None
 
 
 # -- the historical predictor (the baseline arm's answer) ---------------------------------------

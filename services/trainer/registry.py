@@ -7,12 +7,18 @@ any activation, the newest PUBLISHED version that is not paused or retired (what
 serves by default). A PUBLISHED record the scorer could not serve (its artifact fails its sha256
 check, or LightGBM cannot use it: :mod:`libs.common.model_loading`) is refused here: never a
 champion, never cached.
+
+Memory stays bounded on a long run: verified texts are kept for the ``keep_artifacts`` newest
+versions per extractor (plus the champion), and the compressed artifacts only for the versions
+:meth:`ModelsLedger.worth_keeping` names; an evicted version keeps its metadata, and if it
+becomes champion again its artifact is fetched back from the Redis model cache (``fetch``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +37,8 @@ class Registry(ModelsLedger):
     keep_artifacts: int = 5  # newest artifacts kept in memory per extractor (plus the champion)
     published: dict[str, ModelArtifact] = field(default_factory=dict)  # version -> meta (+artifact)
     texts: dict[str, str] = field(default_factory=dict)  # verified model texts kept in memory
+    evicted: set[str] = field(default_factory=set)  # versions whose artifact bytes were dropped
+    fetch: Callable[[str], ModelArtifact | None] = lambda _version: None  # the Redis model cache
 
     def apply(self, event: Mapping[str, Any]) -> str | None:  # type: ignore[override]
         """Apply one model event (once per event_id); returns the version it is about, None when
@@ -69,6 +77,11 @@ class Registry(ModelsLedger):
         for v in self.order.get(ev, []):
             if v not in keep:
                 self.texts.pop(v, None)
+        worth = self.worth_keeping(self.keep_artifacts)
+        for v in self.order.get(ev, []):
+            if v not in worth and v not in self.evicted and v in self.published:
+                self.published[v] = dataclasses.replace(self.published[v], artifact=b"")
+                self.evicted.add(v)
 
     def champion_version(self, extractor_version: str) -> str | None:
         return self.champion(extractor_version)
@@ -79,11 +92,28 @@ class Registry(ModelsLedger):
         if v is None:
             return None
         text = self.texts.get(v)
-        if text is None:  # evicted from memory: verify again from the artifact kept in metadata
+        if text is None:  # evicted from memory: verify again from the artifact
+            art, source = self.published[v], "memory"
+            if v in self.evicted:
+                try:
+                    fetched = self.fetch(v)
+                except Exception as exc:  # Redis down or a malformed entry: a cache, never fatal
+                    log.warning("evicted champion not fetched", extra={"model_version": v, "error": str(exc)})
+                    fetched = None
+                if fetched is None:
+                    log.warning(
+                        "champion's artifact evicted and not in the Redis model cache; candidates are "
+                        "compared with the baseline only",
+                        extra={"model_version": v},
+                    )
+                    return None
+                art, source = fetched, "redis"
             try:
-                text = self.texts[v] = self.published[v].model_text(service=self.service, source="memory")
+                text = self.texts[v] = art.model_text(service=self.service, source=source)
             except ArtifactIntegrityError:
                 return None
+            self.published[v] = art
+            self.evicted.discard(v)
         return self.published[v], text
 
     def versions(self) -> list[str]:

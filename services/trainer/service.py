@@ -111,6 +111,7 @@ class Trainer:
             settings.topic_prefix,
             service=SERVICE,
         )
+        self.registry.fetch = self.cache.get
         self.dead = DeadLetters(settings, SERVICE)
         self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
         self.publisher = Publisher(settings, name=SERVICE)
@@ -436,6 +437,8 @@ class Trainer:
             return
         repaired = 0
         for version in missing:
+            if version in self.registry.evicted:  # not worth keeping: not worth caching either
+                continue
             art = self.registry.published[version]
             try:
                 art.model_text(service=SERVICE, source="memory")  # never cache what fails its check

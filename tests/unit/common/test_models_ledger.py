@@ -84,3 +84,19 @@ def test_weights_are_normalised_and_invalid_ones_ignored():
     assert normalise_weights({"champion": float("nan")}) is None
     assert [str(a) for a in ARMS] == ["champion", "challenger", "baseline"]
     assert EventKind("PAUSED") == "PAUSED"
+
+
+def test_applied_event_ids_are_bounded_and_a_recent_repeat_is_still_dropped():
+    ledger = ModelsLedger(applied_ids_kept=4)
+    for i, v in enumerate(PUBLISHED):
+        ledger.apply(_event("PUBLISHED", v, i, extractor_version="v1"))
+    paused = _event("PAUSED", "c", 1)
+    ledger.apply(paused)
+    ledger.apply(_event("RESUMED", "c", 2))
+    assert ledger.apply(paused) is None  # a retry right after: dropped, c stays resumed
+    assert ledger.champion("v1") == "c"
+    for n in range(1000):  # a long run of decisions
+        ledger.apply(_event("PAUSED" if n % 2 == 0 else "RESUMED", "a", 100 + n))
+    assert len(ledger.applied) == len(ledger.applied_order) == 4
+    newest = range(996, 1000)
+    assert ledger.applied == {f"a-{'PAUSED' if n % 2 == 0 else 'RESUMED'}-{100 + n}" for n in newest}

@@ -171,3 +171,40 @@ def test_orphan_likes_are_dropped_once_provably_orphaned():
     engine.add_like({"pupdate_id": "never", "liked_at": 1000})
     engine.advance(1000 + 2 * HORIZON)
     assert engine.counters.likes_orphaned == 1 and not engine.orphan_likes
+
+
+@pytest.mark.parametrize("when", ["orphan", "pending", "open"])
+def test_a_like_sent_again_with_its_event_id_is_counted_once(when):
+    """The collector forgets seen ids after a while, so the same like can reach the facts twice:
+    before its pupdate arrived, before it was released, or while its horizon is open."""
+    engine = FeatureEngine([EXTRACTORS["v1"]], horizon_ms=HORIZON)
+    p = world(9, 1)[0][0]
+    like = {"event_id": "like-1", "pupdate_id": p["pupdate_id"], "liked_at": p["posted_at"] + 10}
+    other = like | {"event_id": "like-2", "liked_at": p["posted_at"] + 20}
+    if when == "open":
+        engine.add_pupdate(p)
+        engine.advance(p["posted_at"] + 1)
+    engine.add_like(like)
+    engine.add_like(other)
+    if when == "pending":
+        engine.add_pupdate(p)
+    engine.add_like(like)
+    if when == "orphan":
+        engine.add_pupdate(p)
+    engine.add_like(other)
+    _, [inst] = engine.advance(p["posted_at"] + HORIZON + 1)
+    assert inst.likes == 2
+    assert engine.counters.likes_duplicate == 2 and engine.counters.likes_counted == 2
+
+
+def test_like_ids_are_kept_only_while_the_horizon_is_open():
+    engine = FeatureEngine([EXTRACTORS["v1"]], horizon_ms=HORIZON)
+    pupdates, likes = world(3, 200)
+    for p in pupdates:
+        engine.add_pupdate(p)
+    for i, like in enumerate(likes):
+        engine.add_like(like | {"event_id": f"e{i}"})
+    engine.add_like({"event_id": "orphan", "pupdate_id": "never", "liked_at": pupdates[0]["posted_at"]})
+    assert engine.like_ids_kept == len(likes) + 1
+    engine.advance(pupdates[-1]["posted_at"] + 2 * HORIZON + 1)
+    assert engine.like_ids_kept == 0 and not engine.open

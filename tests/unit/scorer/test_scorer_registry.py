@@ -189,3 +189,44 @@ def test_loaded_models_are_evicted_beyond_the_limit(texts):
         reg.apply(art.to_event())
         reg.rebuild()
     assert len(reg.loaded) == 2  # the serving one and one spare
+
+
+@pytest.fixture(scope="module")
+def many_texts() -> list[str]:
+    return [train_model_text(rounds=3, seed=100 + s) for s in range(8)]
+
+
+def test_only_the_newest_artifacts_are_kept_and_an_evicted_one_comes_back_from_the_cache(many_texts):
+    arts = _published(many_texts)
+    versions = [a.model_version for a in arts]
+    reg = _registry(artifacts_kept=2, loaded_models_kept=1)
+    cache = {a.model_version: a for a in arts}  # what the Redis model cache holds
+    fetched: list[str] = []
+    reg.fetch = lambda v: fetched.append(v) or cache.get(v)
+    reg.apply(arts[0].to_event())
+    reg.apply(model_event("ACTIVATED", versions[0], arm="champion"))
+    for a in arts[1:]:
+        reg.apply(a.to_event())
+        reg.rebuild(synced=True)
+    reg.apply(model_event("RETIRED", versions[-1]))
+    with_bytes = {v for v, a in reg.catalog.artifacts.items() if a.artifact}
+    # the activated champion and the newest not retired (the one before it went when 7 came,
+    # and an evicted artifact is only fetched back when it is selected)
+    assert with_bytes == {versions[0], versions[6]}
+    assert reg.catalog.evicted == set(versions) - with_bytes
+    assert len(reg.loaded) <= 1 + 1  # serving + loaded_models_kept
+
+    # Everything newer paused and the champion retired: an evicted version serves again.
+    reg.apply(model_event("RETIRED", versions[0]))
+    for v in versions[4:7]:
+        reg.apply(model_event("PAUSED", v))
+    snap = reg.rebuild()
+    assert snap.resolve("v1", "champion")[1].version == versions[3]
+    assert fetched == [versions[3]]
+    assert versions[-1] not in reg.loaded and versions[0] not in reg.loaded  # retired: dropped
+
+    # Not in the cache either: refused, and the next one down serves.
+    cache.pop(versions[2])
+    reg.apply(model_event("PAUSED", versions[3]))
+    assert reg.rebuild().resolve("v1", "champion")[1].version == versions[1]
+    assert reg.catalog.refused[versions[2]] == "artifact_evicted"

@@ -9,7 +9,7 @@ import logging
 import lightgbm as lgb
 import numpy as np
 
-from libs.common.artifacts import build_artifact
+from libs.common.artifacts import ModelArtifact, build_artifact
 from services.trainer.registry import Registry
 
 
@@ -80,10 +80,13 @@ def test_republishing_a_version_is_idempotent():
 
 def test_old_texts_are_evicted_but_the_champion_stays_usable():
     r = Registry(keep_artifacts=2)
-    versions = [r.apply(published(f"model {i}")) for i in range(5)]
+    events = [published(f"model {i}") for i in range(5)]
+    cache = {e["model_version"]: ModelArtifact.from_event(e) for e in events}  # the Redis model cache
+    r.fetch = cache.get
+    versions = [r.apply(e) for e in events]
     r.apply(event("ACTIVATED", versions[0], extractor_version="v1"))
     assert versions[0] not in r.texts  # evicted before it was activated
-    art, text = r.champion_text("v1")  # verified again from the artifact kept
+    art, text = r.champion_text("v1")  # fetched back from the cache and verified again
     assert (art.model_version, text) == (versions[0], model("model 0"))
     r.apply(published("model 5"))
     assert versions[0] in r.texts, "the champion's text is kept"
@@ -103,3 +106,24 @@ def test_a_version_lightgbm_cannot_use_is_refused_like_the_scorer_refuses_it(cap
     )
     assert r.champion_version("v1") == good
     assert any("LightGBM cannot use it" in rec.getMessage() for rec in caplog.records)
+
+
+def test_only_the_newest_artifacts_stay_in_memory_and_an_evicted_champion_is_fetched_back():
+    arts = [
+        build_artifact(model(f"model {i}"), extractor_version="v1", feature_names=["a"]) for i in range(10)
+    ]
+    cache = {a.model_version: a for a in arts}  # what the Redis model cache holds
+    r = Registry(keep_artifacts=2)
+    r.fetch = cache.get
+    for a in arts:
+        r.apply(a.to_event())
+    versions = [a.model_version for a in arts]
+    assert {v for v, a in r.published.items() if a.artifact} == set(versions[-2:])
+    assert set(r.texts) == set(versions[-2:]) and r.evicted == set(versions[:-2])
+    r.apply(event("ACTIVATED", versions[3], extractor_version="v1", arm="champion"))
+    art, text = r.champion_text("v1")
+    assert art.model_version == versions[3] and text == model("model 3")
+    assert versions[3] not in r.evicted
+    cache.pop(versions[4])
+    r.apply(event("ACTIVATED", versions[4], extractor_version="v1", arm="champion"))
+    assert r.champion_text("v1") is None  # gone everywhere: compared with the baseline only
