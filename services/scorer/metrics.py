@@ -70,6 +70,17 @@ MODEL_LOAD_SECONDS = Histogram(
     "Time to verify and parse one model artifact.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+MODEL_COMPILES = Counter(
+    "pooch_scorer_model_compiles_total",
+    "Model versions compiled to native code (lleaves), by outcome: compiled, cached (a shared object "
+    "from an earlier run), failed or disagreed (both keep LightGBM).",
+    ["outcome"],
+)
+MODEL_COMPILE_SECONDS = Histogram(
+    "pooch_scorer_model_compile_seconds",
+    "Time from a model's load to its compiled predictor serving (in the background).",
+    buckets=(0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 MODEL_REFUSED = Counter(
     "pooch_scorer_models_refused_total",
     "Model versions refused at load, by reason (artifact_integrity, unloadable, artifact_evicted).",

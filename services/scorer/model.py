@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -30,6 +31,10 @@ class LoadedModel:
     booster: lgb.Booster
     predict_threads: int = 1
     load_seconds: float = 0.0
+    sha256: str = ""
+    text: str = field(default="", repr=False)  # the verified text, until the compiler takes it
+    # lleaves' native code for these trees, set by the compiler once it agrees with the booster
+    compiled: Any = field(default=None, repr=False)
     # record feature names -> column indices into them in model order (None: cannot serve them)
     _columns: dict[tuple[str, ...], np.ndarray | None] = field(default_factory=dict, repr=False)
 
@@ -58,7 +63,13 @@ class LoadedModel:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Predicted likes per row (the response scale: exp(raw) for a count objective)."""
-        out = self.booster.predict(matrix, num_threads=self.predict_threads)
+        compiled = self.compiled  # read once: the compiler may swap it in between calls
+        if compiled is not None:
+            out = compiled.predict(
+                np.ascontiguousarray(matrix, dtype=np.float64), n_jobs=self.predict_threads
+            )
+        else:
+            out = self.booster.predict(matrix, num_threads=self.predict_threads)
         out = np.asarray(out, dtype=np.float64).reshape(-1)
         if out.shape[0] != matrix.shape[0]:
             raise ValueError(f"{self.version}: {out.shape[0]} outputs for {matrix.shape[0]} rows")
@@ -76,6 +87,8 @@ def load(art: ModelArtifact, *, source: str, predict_threads: int = 1, probe: bo
         created_at=art.created_at,
         booster=usable.booster,
         predict_threads=predict_threads,
+        sha256=art.sha256,
+        text=usable.text,
     )
     model.load_seconds = time.perf_counter() - started
     return model

@@ -37,6 +37,7 @@ from libs.common.signing import verifier_from
 from libs.common.topics import MODELS
 from services.scorer import metrics as m
 from services.scorer.catalog import Catalog
+from services.scorer.compiled import Compiler
 from services.scorer.model import LoadedModel, load
 from services.scorer.routing import BASELINE, CHALLENGER, CHAMPION, Weights
 from services.scorer.settings import ScorerSettings
@@ -83,6 +84,12 @@ class Snapshot:
             },
             "reasons": dict(self.reasons),
             "statuses": dict(self.statuses),
+            # which code predicts each serving version: native (compiled trees) or lightgbm
+            "predictors": {
+                mdl.version: "native" if mdl.compiled is not None else "lightgbm"
+                for arms in self.serving.values()
+                for mdl in arms.values()
+            },
         }
 
 
@@ -95,6 +102,11 @@ class Registry:
             artifacts_kept=settings.artifacts_kept, verifier=verifier_from(settings, service="scorer")
         )
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # Native code for each loaded version, compiled in the background (services/scorer/compiled.py).
+        self.compiler: Compiler | None = None
+        if settings.compile_models:
+            self.compiler = Compiler(settings.compile_cache_dir, timeout_s=settings.compile_timeout_s)
+            self.compiler.start()
         # Fetches an evicted version's artifact back (the feed sets it: the Redis model cache).
         self.fetch: Callable[[str], ModelArtifact | None] = lambda _version: None
         self.default_weights = Weights.of(settings.arm_weights)
@@ -173,6 +185,9 @@ class Registry:
                 "seconds": round(model.load_seconds, 4),
             },
         )
+        if self.compiler is not None:
+            self.compiler.submit(model, model.text, model.sha256)
+        model.text = ""  # the compile job holds it until it is done; nothing else needs it
         self.loaded[version] = model
         return model
 

@@ -85,6 +85,8 @@ def main(settings: ScorerSettings | None = None) -> None:
         raise
     finally:
         feed.stop()
+        if registry.compiler is not None:
+            registry.compiler.stop()
         server.stop()
         feed.join(5)
         log.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -67,6 +69,16 @@ class ScorerSettings(CommonSettings):
         "memory, beside champion, challenger and activated ones; an older one selected again is fetched "
         "back from the Redis model cache (refused, until a restart, when it is not there).",
     )
+    compile_models: bool = Field(
+        True,
+        description="Compile each loaded model to native code with lleaves, in a child process; LightGBM "
+        "predicts until it is done and whenever compiling fails (services/scorer/compiled.py).",
+    )
+    compile_cache_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "pooch-scorer-compiled",
+        description="Where compiled models are kept, by artifact sha256 (must be writable).",
+    )
+    compile_timeout_s: float = Field(300.0, gt=0, description="A compile that takes longer is abandoned.")
     seed_from_redis: bool = Field(True, description="Seed the registry from the Redis model cache at start.")
     write_back_cache: bool = Field(
         True, description="Put models read from the topic that the Redis cache lacks into it (best effort)."
