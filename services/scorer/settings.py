@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -23,9 +24,11 @@ class ScorerSettings(CommonSettings):
     port: int = Field(8004, description="HTTP: POST /v1/predict, /healthz, /readyz, /metrics.")
     host: str = Field("0.0.0.0", description="Address the HTTP API binds.")
     instance_id: str = Field(
-        "0",
-        description="Distinguishes scorer processes: transactional.id = <prefix>scorer-<instance_id>. "
-        "Stable per instance, so a restarted one fences its predecessor at once.",
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Names this scorer process (default: the hostname, a StatefulSet pod's name): "
+        "transactional.id = <prefix>scorer-<instance_id>. Stable across restarts of one instance, so "
+        "the restarted one fences its predecessor at once; distinct per process (two on one host set it).",
     )
     group_id: str = Field("scorer", description="Consumer group sharing the features partitions.")
 
