@@ -11,6 +11,11 @@ LIKES = Counter(
     "Likes seen, by what became of them (counted, after_horizon, late, orphaned).",
     ["outcome"],
 )
+LATE_PUPDATES = Counter(
+    "pooch_featurizer_late_pupdates_total",
+    "Pupdates that arrived more than one label horizon behind the watermark: features written, "
+    "no training instance, dead-lettered as late_pupdate.",
+)
 EXTRACTION_ERRORS = Counter(
     "pooch_featurizer_extraction_errors_total", "Facts that could not be featurized, by reason.", ["reason"]
 )

@@ -31,7 +31,7 @@ from libs.common.retry import Restarting
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
 from services.featurizer import metrics as m
-from services.featurizer.engine import FeatureEngine, FeaturesOut, InstanceOut
+from services.featurizer.engine import UNLABELLED, FeatureEngine, FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
 from services.featurizer.ownership import NEVER, Ownership, Progress
 from services.featurizer.settings import FeaturizerSettings
@@ -39,6 +39,7 @@ from services.featurizer.watermark import Watermark
 
 log = logging.getLogger(__name__)
 SERVICE = "featurizer"
+LATE_PUPDATE = "late_pupdate"  # dead-letter reason: arrived after its label horizon had closed
 
 
 class Featurizer:
@@ -90,7 +91,8 @@ class Featurizer:
             try:
                 if topic == pupdates_topic:
                     rec = self.pupdate_serde.decode(msg.value())
-                    self.engine.add_pupdate(rec, (msg.partition(), msg.offset()))
+                    if self.engine.add_pupdate(rec, (msg.partition(), msg.offset())) == UNLABELLED:
+                        self._too_late_to_label(rec, msg)
                     self.unreleased[msg.partition()].add(msg.offset())
                     self.read_through[msg.partition()] = msg.offset() + 1
                     self.watermark.observe((topic, msg.partition()), rec["posted_at"])
@@ -105,6 +107,15 @@ class Featurizer:
             consumed[topic] += 1
         for topic, n in consumed.items():
             self.metrics.consumed(topic, n)
+
+    def _too_late_to_label(self, rec: dict, msg: Any) -> None:
+        m.LATE_PUPDATES.inc()
+        self._dead_letter(
+            LATE_PUPDATE,
+            f"posted_at {rec['posted_at']} is more than the label horizon ({self.s.horizon_ms} ms) "
+            f"behind the watermark {self.engine.watermark}: features written, no training instance",
+            msg,
+        )
 
     def _dead_letter(self, reason: str, detail: str, msg: Any) -> None:
         # Outside the output transaction: a fact the collector accepted but we cannot read is
