@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 
+from libs.common.http_limits import ApiKeys
 from libs.common.http_server import HttpServer, serve_probes
 from libs.common.process import start_process
 from libs.common.retry import Restarting
@@ -63,7 +64,14 @@ def main(settings: ScorerSettings | None = None) -> None:
         from services.scorer.whatif import WhatIf
 
         app = create_app(WhatIf(settings, registry, router), registry, probes)
-        server = HttpServer(app, host=settings.host, port=settings.port, lifespan="on").start()
+        server = HttpServer(
+            app,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            keys=ApiKeys(settings.api_keys),
+            keyed=[("POST", "/v1/predict")],
+        ).start()
     else:
         server = serve_probes(probes, host=settings.host, port=settings.port)
     # Everything loaded so far lives as long as the process: keep it out of the collector's

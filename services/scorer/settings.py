@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from libs.common.features.extractors import LIVE_VERSION
+from libs.common.http_limits import ApiKeyList
 from libs.common.models_ledger import ARMS
 from libs.common.settings import CommonSettings
 
@@ -31,6 +32,10 @@ class ScorerSettings(CommonSettings):
         "the restarted one fences its predecessor at once; distinct per process (two on one host set it).",
     )
     group_id: str = Field("scorer", description="Consumer group sharing the features partitions.")
+    api_keys: ApiKeyList = Field(
+        default_factory=list,
+        description="X-API-Key values POST /v1/predict accepts, comma-separated; empty: anyone may ask.",
+    )
 
     # -- the stream --
     batch_size: int = Field(5000, ge=1, description="Most features records scored per transaction.")
