@@ -104,6 +104,7 @@ def throughput(args) -> None:
     producer.flush(60)
 
     featurizer = Featurizer(s)
+    featurizer.start(Shutdown())
     started = time.perf_counter()
     emitted = 0
     deadline = started + 600
@@ -133,6 +134,7 @@ def lag(args) -> None:
     make_topics(prefix, s)
     featurizer = Featurizer(s)
     shutdown = Shutdown()
+    featurizer.start(shutdown)
     worker = threading.Thread(target=featurizer.run, args=(shutdown,), daemon=True)
     worker.start()
     sent_at: dict[str, float] = {}

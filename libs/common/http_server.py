@@ -4,7 +4,8 @@ Every service runs its loop on the main thread, which owns the signal handlers
 (:class:`libs.common.lifecycle.Shutdown`); uvicorn installs none off the main thread, so SIGTERM
 always reaches the loop and its offsets are committed before the process ends. Services with an
 API of their own serve it with the probe routes added (:func:`libs.common.health.add_health_routes`);
-the others serve the probes alone (:func:`serve_probes`).
+the others serve the probes alone (:func:`serve_probes`). Every server is guarded the same way
+(:mod:`libs.common.http_limits`): body and head limits, read deadlines, in-flight limit, keys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import uvicorn
 
 from libs.common.health import Probes, add_health_routes
+from libs.common.http_limits import ApiKeys, Guard, HttpLimits, deadline_protocol
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,18 @@ class HttpServer:
         lifespan: Literal["auto", "on", "off"] = "off",
         graceful_shutdown_s: float = 5.0,
         name: str = "http",
+        limits: HttpLimits | None = None,
+        keys: ApiKeys | None = None,
+        keyed: list[tuple[str, str]] | None = None,
+        body_limit: bool = True,
     ) -> None:
+        """``limits`` default to ``POOCH_HTTP_*``; ``keyed`` (method, path) routes need one of
+        ``keys`` when any is configured; ``body_limit=False`` for an app that enforces its own."""
         self.host = host
+        limits = limits or HttpLimits()
+        guarded = Guard(app, limits, keys=keys, keyed=keyed or [], body_limit=body_limit)
         config = uvicorn.Config(
-            app,
+            guarded,
             host=host,
             port=port,
             log_config=None,  # our structured logging, not uvicorn's own
@@ -46,6 +56,10 @@ class HttpServer:
             lifespan=lifespan,
             timeout_graceful_shutdown=int(graceful_shutdown_s),
             workers=1,
+            http=deadline_protocol(limits),
+            timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # a float works
+            limit_concurrency=limits.max_connections,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)

@@ -27,6 +27,11 @@ LAST_PROGRESS = Gauge(
     ["service"],
 )
 READY = Gauge("pooch_ready", "1 when the service reports ready.", ["service"])
+RESTARTS = Counter(
+    "pooch_part_restarts_total",
+    "Parts of a service (its Kafka loop) built again inside the process after they failed, by error.",
+    ["service", "part", "error"],
+)
 
 
 class LoopMetrics:

@@ -7,6 +7,14 @@ Two kinds of waiting, with their deadlines and back-offs here and nowhere else:
   ``CALL_BACKOFF_MAX_S``, until a deadline or shutdown. The last error is raised as it was.
 * :class:`RestartBackoff`: how long a supervising loop waits before starting a failed part
   again: ``RESTART_BACKOFF_S`` doubling to ``RESTART_BACKOFF_MAX_S``.
+
+:class:`Restarting` is that supervising loop, the one every service's Kafka loop runs under: a
+part (the collector's stream, the featurizer, the scorer's stream) that fails for any reason (a
+start, commit or ``committed()`` that timed out while the broker was away, a transaction error
+that cannot be aborted, a fenced producer) is closed and built again inside the process, as a
+process restart would, without losing the process (its HTTP server, its probes, its registry).
+Parts are written so that a new incarnation resumes from what Kafka has committed, which is what
+keeps their outputs exact across the restart.
 """
 
 from __future__ import annotations
@@ -14,13 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import confluent_kafka
 import tenacity
 
 from libs.common.kafka.errors import KafkaUnavailableError
-from libs.common.lifecycle import Shutdown
+from libs.common.lifecycle import Shutdown, close_all
+from libs.common.metrics import RESTARTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,3 +112,66 @@ class RestartBackoff:
 
     def reset(self) -> None:
         self._failures = 0
+
+
+class Part(Protocol):
+    """What :class:`Restarting` runs: ``start`` (may wait for Kafka until shutdown), ``run``
+    (returns at shutdown, raises when the part is broken) and ``close`` (must not raise)."""
+
+    def start(self, shutdown: Shutdown) -> None: ...
+
+    def run(self, shutdown: Shutdown) -> None: ...
+
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=Part)
+
+
+class Restarting(Generic[P]):
+    """Runs one incarnation of a part at a time and builds a new one when it fails.
+
+    ``build()`` makes a fresh incarnation (no state carried over: a new one rebuilds from Kafka);
+    ``current`` is the one running (for probes); the back-off resets once a start succeeded.
+    Every restart is logged with its error and counted in ``pooch_part_restarts_total``."""
+
+    def __init__(self, service: str, part: str, build: Callable[[], P], shutdown: Shutdown) -> None:
+        self.service = service
+        self.part = part
+        self._build = build
+        self.shutdown = shutdown
+        self.current: P | None = None
+        self.started = False  # the current incarnation's start() returned
+        self.restarts = 0
+
+    def run(self) -> None:
+        backoff = RestartBackoff()
+        while not self.shutdown.is_set():
+            part: P | None = None
+            self.started = False
+            try:
+                part = self._build()
+                self.current = part
+                part.start(self.shutdown)
+                self.started = True
+                backoff.reset()
+                part.run(self.shutdown)
+            except Exception as exc:
+                if self.shutdown.is_set():  # failures while stopping are the stop's, not a crash
+                    log.warning(f"{self.part} failed while stopping", extra={"error": str(exc)[:300]})
+                else:
+                    self.restarts += 1
+                    RESTARTS.labels(self.service, self.part, type(exc).__name__).inc()
+                    log.exception(
+                        f"{self.part} failed; starting it again",
+                        extra={"part": self.part, "restarts": self.restarts, "error": type(exc).__name__},
+                    )
+            finally:
+                if part is not None:
+                    close_all(part.close)
+            if not self.shutdown.is_set():
+                wait = backoff.next()
+                log.info(f"{self.part} restarts after a back-off", extra={"seconds": wait})
+                self.shutdown.wait(wait)
+        self.current = None
+        log.info(f"{self.part} stopped")

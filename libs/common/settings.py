@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,24 @@ class CommonSettings(BaseSettings):
         parse_public_keys(v)  # raises a clear KeyFormatError
         return v
 
+    @model_validator(mode="after")
+    def _sasl_needs_both(self) -> CommonSettings:
+        # Half a credential used to mean a plaintext connection without a word; it is a mistake
+        # in the deployment, and the process must say so at start, not talk to Kafka unencrypted.
+        user = bool(self.kafka_sasl_username)
+        password = bool(self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value())
+        if user != password:
+            given, missing = (
+                ("POOCH_KAFKA_SASL_USERNAME", "POOCH_KAFKA_SASL_PASSWORD")
+                if user
+                else ("POOCH_KAFKA_SASL_PASSWORD", "POOCH_KAFKA_SASL_USERNAME")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: SASL needs both (set both for SASL_SSL, "
+                "neither for a plaintext cluster)"
+            )
+        return self
+
     def topic(self, base: str) -> str:
         """The real topic name for a contract name such as ``pupdates``."""
         return f"{self.topic_prefix}{base}"
@@ -76,7 +94,7 @@ class CommonSettings(BaseSettings):
     def kafka_config(self) -> dict[str, str]:
         """librdkafka settings shared by every client of this process."""
         conf = {"bootstrap.servers": self.kafka_bootstrap}
-        if self.kafka_sasl_username and self.kafka_sasl_password:
+        if self.kafka_sasl_username and self.kafka_sasl_password:  # both or neither (validated)
             conf |= {
                 "security.protocol": "SASL_SSL",
                 "sasl.mechanisms": "PLAIN",

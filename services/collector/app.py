@@ -59,7 +59,9 @@ def run(common: CommonSettings | None = None, settings: CollectorSettings | None
         try:
             if settings.http_enabled:
                 app = create_app(common, settings, probes, gateway)
-                server = HttpServer(app, host=settings.host, port=settings.port).start()
+                # The collector reads bodies itself: an oversized one is dead-lettered with its
+                # request id, so only the shared deadlines and in-flight limit apply here.
+                server = HttpServer(app, host=settings.host, port=settings.port, body_limit=False).start()
             else:
                 server = serve_probes(probes, host=settings.host, port=settings.port)
         except ServerStartError as exc:

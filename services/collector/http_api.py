@@ -24,7 +24,6 @@ down they are only logged).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -37,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 
 from libs.common.deadletters import DEADLETTERS_TOTAL, DeadLetters
 from libs.common.health import Probes, add_health_routes
+from libs.common.http_limits import ApiKeys
 from libs.common.serde import Serde, default_store
 from libs.common.settings import CommonSettings
 from libs.common.topics import DEADLETTERS, LIKES_RAW, PUPDATES_RAW
@@ -107,7 +107,7 @@ def create_app(
     app = FastAPI(title="Pooch Predictor collector", version="1", docs_url="/docs", redoc_url=None)
     add_health_routes(app, probes)
     limits = v.Limits.from_settings(settings)
-    keys = [k.get_secret_value().encode() for k in settings.api_keys]
+    keys = ApiKeys(settings.api_keys)
     dead_topic = common.topic(DEADLETTERS)
     letters = DeadLetters(common, "collector")
     kinds = {
@@ -116,13 +116,7 @@ def create_app(
     }
 
     def authorised(request: Request) -> bool:
-        if not keys:
-            return True
-        given = (request.headers.get("x-api-key") or "").encode()
-        ok = False
-        for key in keys:  # compare with every key, in constant time each
-            ok |= hmac.compare_digest(given, key)
-        return ok
+        return keys.allows(request.headers.get("x-api-key"))
 
     def error(status: int, request_id: str, reason: str, detail: str, **extra) -> JSONResponse:
         body = {"request_id": request_id, "error": reason, "detail": detail, **extra}

@@ -6,10 +6,11 @@ Frozen: decided at start. Every limit the collector enforces is here, with its d
 from __future__ import annotations
 
 import socket
-from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from libs.common.http_limits import ApiKeyList
 
 DAY_S = 86_400
 
@@ -27,7 +28,7 @@ class CollectorSettings(BaseSettings):
     port: int = Field(8001, description="HTTP port (API, probes, metrics).")
     http_enabled: bool = Field(True, description="Serve the HTTP API (probes are served either way).")
     stream_enabled: bool = Field(True, description="Run the raw-topics stream.")
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+    api_keys: ApiKeyList = Field(
         default_factory=list, description="Accepted X-API-Key values, comma-separated; empty: no auth."
     )
 
@@ -86,13 +87,6 @@ class CollectorSettings(BaseSettings):
         0.8, gt=0, description="Longest wait for Kafka's acknowledgement before answering 503."
     )
     http_linger_ms: float = Field(1.0, ge=0, description="linger.ms of the HTTP producer.")
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value):
-        if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
 
     @property
     def transactional_id(self) -> str:

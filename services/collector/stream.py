@@ -12,7 +12,8 @@ already accepted (by event_id) or dead-lettered (by raw position), so nothing is
 instance's ``init_transactions`` aborts whatever its predecessor left open, before the rebuild
 reads the facts. Any error that leaves a transaction unusable is handled like a restart inside
 the process: abort, forget the state, rebuild it, rewind the consumer to the committed offsets.
-A fatal error (a fenced producer) rebuilds the whole stream, with a back-off.
+Any other failure (a fenced producer, Kafka away for longer than a call's deadline) rebuilds the
+whole stream, with a back-off (:class:`libs.common.retry.Restarting`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from confluent_kafka import KafkaException, TopicPartition
 from libs.common.deadletters import DEADLETTERS_TOTAL
 from libs.common.kafka.consumer import Consumer
 from libs.common.kafka.errors import KafkaUnavailableError
-from libs.common.kafka.transactional import Fenced, TransactionAborted, TransactionalProducer
+from libs.common.kafka.transactional import TransactionAborted, TransactionalProducer
 from libs.common.lifecycle import Shutdown
 from libs.common.metrics import LoopMetrics
-from libs.common.retry import RestartBackoff
+from libs.common.retry import Restarting
 from libs.common.settings import CommonSettings
 from libs.common.topics import LIKES_RAW, PUPDATES_RAW
 from services.collector import metrics as m
@@ -145,6 +146,7 @@ class CollectorStream:
     def run_once(self) -> int:
         """One batch in one transaction; returns raw records processed."""
         assert self.consumer is not None
+        self.consumer.check_membership()
         batch = self._poll()
         self.facts.poll()
         proc = self.processor
@@ -270,16 +272,25 @@ class CollectorStream:
 
 
 class StreamRunner:
-    """Runs the stream on a thread and supervises it: a fatal error rebuilds it with a back-off."""
+    """Runs the stream on a thread under :class:`libs.common.retry.Restarting`: any failure
+    (a fenced producer, Kafka away for longer than a call's deadline) builds it again."""
 
     def __init__(self, common: CommonSettings, settings: CollectorSettings, shutdown: Shutdown) -> None:
         self.common = common
         self.settings = settings
         self.shutdown = shutdown
-        self.stream: CollectorStream | None = None
-        self.restarts = 0
         self.totals = Tallies()
-        self._thread = threading.Thread(target=self._run, name="collector-stream", daemon=True)
+        self.supervisor: Restarting[CollectorStream] = Restarting(SERVICE, "stream", self._build, shutdown)
+        self._thread = threading.Thread(target=self.supervisor.run, name="collector-stream", daemon=True)
+
+    def _build(self) -> CollectorStream:
+        stream = CollectorStream(self.common, self.settings)
+        stream.totals = self.totals
+        return stream
+
+    @property
+    def stream(self) -> CollectorStream | None:
+        return self.supervisor.current
 
     def start(self) -> StreamRunner:
         self._thread.start()
@@ -294,26 +305,6 @@ class StreamRunner:
         # A loop iteration is bounded by the transaction timeout and a rebuild by its own.
         limit = self.settings.rebuild_timeout_s + 60 if s is None or not s.rebuilt else 120
         return self._thread.is_alive() and (s is None or time.monotonic() - s.last_progress < limit)
-
-    def _run(self) -> None:
-        backoff = RestartBackoff()
-        while not self.shutdown.is_set():
-            stream = CollectorStream(self.common, self.settings)
-            stream.totals = self.totals
-            self.stream = stream
-            try:
-                stream.start(self.shutdown)
-                backoff.reset()
-                stream.run(self.shutdown)
-            except Exception as exc:
-                fatal = isinstance(exc, Fenced)
-                log.exception("stream failed; starting it again", extra={"fatal": fatal})
-                self.restarts += 1
-            finally:
-                stream.close()
-            if not self.shutdown.is_set():
-                self.shutdown.wait(backoff.next())
-        log.info("stream stopped")
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)

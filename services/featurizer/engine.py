@@ -32,6 +32,8 @@ from libs.common.features.extractors import Extractor
 from libs.common.features.state import DogState, StateView, Stats
 
 CLOSE, POST = 0, 1  # closures sort before postings at the same millisecond
+# What became of a pupdate handed to the engine (``add_pupdate``).
+ADDED, DUPLICATE, UNLABELLED = "added", "duplicate", "unlabelled"
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Counters:
     likes_late: int = 0
     likes_orphaned: int = 0
     pupdates_late: int = 0
+    pupdates_unlabelled: int = 0
     duplicates: int = 0
     likes_duplicate: int = 0
 
@@ -95,23 +98,36 @@ class FeatureEngine:
         self.like_ids_kept = 0
         self._queue: list[tuple[int, int, str]] = []
         self._pending_posts: dict[str, tuple[dict[str, Any], tuple[int, int] | None]] = {}
+        self._unlabelled: set[str] = set()  # arrived after their horizon had closed: no instance
         self.counters = Counters()
 
     # -- input -------------------------------------------------------------------------------
 
-    def add_pupdate(self, pupdate: Mapping[str, Any], source: tuple[int, int] | None = None) -> None:
+    def add_pupdate(self, pupdate: Mapping[str, Any], source: tuple[int, int] | None = None) -> str:
+        """ADDED; DUPLICATE (ignored); or UNLABELLED: its horizon had already closed in event
+        time (``posted_at + horizon < watermark``), so it gets features but no instance."""
         pid = pupdate["pupdate_id"]
         if pid in self._pending_posts or pid in self.open or pid in self.closed:
             self.counters.duplicates += 1
-            return
+            return DUPLICATE
         posted_at = int(pupdate["posted_at"])
+        outcome = ADDED
         if posted_at < self.watermark:
             # The caller's lateness bound was broken; featurize it now rather than drop it.
             self.counters.pupdates_late += 1
+            if posted_at + self.horizon_ms < self.watermark:
+                # Its label window is over and instances up to the watermark are already
+                # committed: an instance now would fall behind that progress and be lost
+                # unseen. The caller dead-letters it instead; it still folds into the
+                # statistics at its close, as any pupdate does.
+                self.counters.pupdates_unlabelled += 1
+                self._unlabelled.add(pid)
+                outcome = UNLABELLED
         self._pending_posts[pid] = (dict(pupdate), source)
         heapq.heappush(self._queue, (posted_at, POST, pid))
         for liked_at in self.orphan_likes.pop(pid, ()):
             self._count_like(pid, liked_at)
+        return outcome
 
     def add_like(self, like: Mapping[str, Any]) -> None:
         pid, event_id = like["pupdate_id"], like.get("event_id")
@@ -209,11 +225,15 @@ class FeatureEngine:
         self._closed_order.append((close_at, pid))
         self.dogs[entry.pupdate["dog_id"]].matured.add(entry.likes)
         self.overall.add(entry.likes)
+        labelled = pid not in self._unlabelled
+        self._unlabelled.discard(pid)
         out = []
         for ex in self.extractors:
             stats = self.tag_stats[ex.version]
             for tag in entry.tags[ex.version]:
                 stats.setdefault(tag, Stats()).add(entry.likes)
+            if not labelled:
+                continue
             out.append(
                 InstanceOut(
                     pupdate=entry.pupdate,

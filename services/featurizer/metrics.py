@@ -12,6 +12,11 @@ LIKES = Counter(
     "event_id already counted for the pupdate, never counted twice).",
     ["outcome"],
 )
+LATE_PUPDATES = Counter(
+    "pooch_featurizer_late_pupdates_total",
+    "Pupdates that arrived more than one label horizon behind the watermark: features written, "
+    "no training instance, dead-lettered as late_pupdate.",
+)
 EXTRACTION_ERRORS = Counter(
     "pooch_featurizer_extraction_errors_total", "Facts that could not be featurized, by reason.", ["reason"]
 )

@@ -73,6 +73,7 @@ class Ownership:
         self.changed = True
 
     def heartbeat(self) -> None:
+        self.consumer.check_membership()
         self.consumer.raw.poll(0)
 
     def committed_everywhere(self, partitions: list[int]) -> dict[int, Progress]:

@@ -27,10 +27,11 @@ from libs.common.kafka.transactional import TransactionalProducer
 from libs.common.lifecycle import Shutdown, close_all
 from libs.common.metrics import LoopMetrics
 from libs.common.process import start_process
+from libs.common.retry import Restarting
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
 from services.featurizer import metrics as m
-from services.featurizer.engine import FeatureEngine, FeaturesOut, InstanceOut
+from services.featurizer.engine import UNLABELLED, FeatureEngine, FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
 from services.featurizer.ownership import NEVER, Ownership, Progress
 from services.featurizer.settings import FeaturizerSettings
@@ -39,6 +40,7 @@ from services.featurizer.watermark import Watermark
 
 log = logging.getLogger(__name__)
 SERVICE = "featurizer"
+LATE_PUPDATE = "late_pupdate"  # dead-letter reason: arrived after its label horizon had closed
 
 
 class Featurizer:
@@ -63,12 +65,11 @@ class Featurizer:
         self.rebuilt = False
         self.last_prune = 0.0
 
-        self.txn = TransactionalProducer(
-            settings, name=SERVICE, transactional_id=settings.topic(f"{SERVICE}-{settings.instance_id}")
-        )
-        self.txn.init()
-        self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
+        # The reader first: it is the one part that asks Kafka while being built, so a broker that
+        # is away fails the build before anything needs closing.
         self.replica = ReplayReader(settings, [self.topics[PUPDATES], self.topics[LIKES]], name=SERVICE)
+        self.txn = TransactionalProducer(settings, name=SERVICE, transactional_id=settings.transactional_id)
+        self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
         self.ownership = Ownership(
             settings, topic=self.topics[PUPDATES], group_id=settings.topic(settings.group_id), name=SERVICE
         )
@@ -94,7 +95,8 @@ class Featurizer:
             try:
                 if topic == pupdates_topic:
                     rec = self.pupdate_serde.decode(msg.value())
-                    self.engine.add_pupdate(rec, (msg.partition(), msg.offset()))
+                    if self.engine.add_pupdate(rec, (msg.partition(), msg.offset())) == UNLABELLED:
+                        self._too_late_to_label(rec, msg)
                     self.unreleased[msg.partition()].add(msg.offset())
                     self.read_through[msg.partition()] = msg.offset() + 1
                     self.watermark.observe((topic, msg.partition()), rec["posted_at"])
@@ -109,6 +111,15 @@ class Featurizer:
             consumed[topic] += 1
         for topic, n in consumed.items():
             self.metrics.consumed(topic, n)
+
+    def _too_late_to_label(self, rec: dict, msg: Any) -> None:
+        m.LATE_PUPDATES.inc()
+        self._dead_letter(
+            LATE_PUPDATE,
+            f"posted_at {rec['posted_at']} is more than the label horizon ({self.s.horizon_ms} ms) "
+            f"behind the watermark {self.engine.watermark}: features written, no training instance",
+            msg,
+        )
 
     def _dead_letter(self, reason: str, detail: str, msg: Any) -> None:
         # Outside the output transaction: a fact the collector accepted but we cannot read is
@@ -231,26 +242,27 @@ class Featurizer:
     def ready(self) -> bool:
         return self.rebuilt and self.ownership.joined
 
+    def start(self, shutdown: Shutdown) -> None:
+        """Fence an earlier incarnation with this transactional.id (waits while Kafka is away)."""
+        self.txn.init(shutdown=shutdown)
+
     def run(self, shutdown: Shutdown) -> None:
-        try:
-            while not shutdown.is_set():
-                started = time.perf_counter()
-                messages = self.replica.poll(self.s.batch_size, 0.2)
-                self.ingest(messages)
-                wm = self.release()
-                if not self.rebuilt and all(self.watermark.caught_up.values()):
-                    self.rebuilt = True
-                    log.info(
-                        "state rebuilt from the facts", extra={"pupdates": self.engine.counters.pupdates}
-                    )
-                emitted = self.emit(wm)
-                self.prune_others()
-                self.write_view(wm)
-                self.update_gauges(wm)
-                if messages or emitted:
-                    self.metrics.batch_done(started)
-        finally:
-            self.close()
+        """Until shutdown; raises when Kafka fails a call for longer than its deadline, and
+        :class:`libs.common.retry.Restarting` builds a new incarnation from the facts."""
+        while not shutdown.is_set():
+            started = time.perf_counter()
+            messages = self.replica.poll(self.s.batch_size, 0.2)
+            self.ingest(messages)
+            wm = self.release()
+            if not self.rebuilt and all(self.watermark.caught_up.values()):
+                self.rebuilt = True
+                log.info("state rebuilt from the facts", extra={"pupdates": self.engine.counters.pupdates})
+            emitted = self.emit(wm)
+            self.prune_others()
+            self.write_view(wm)
+            self.update_gauges(wm)
+            if messages or emitted:
+                self.metrics.batch_done(started)
 
     def close(self) -> None:
         close_all(self.ownership.close, self.replica.close, self.txn.close, self.dlq_producer.close)
@@ -259,12 +271,26 @@ class Featurizer:
 def main(settings: FeaturizerSettings | None = None) -> None:
     settings = settings or FeaturizerSettings()
     shutdown, probes = start_process(SERVICE, settings)
-    featurizer = Featurizer(settings)
+    # A failed incarnation is replaced by a new one that replays the facts and emits only what
+    # the committed progress lacks: what a process restart would do, without losing the process.
+    loop = Restarting(SERVICE, "engine", lambda: Featurizer(settings), shutdown)
+
+    def ready() -> bool:
+        current = loop.current
+        return loop.started and current is not None and current.ready()
+
     probes.live("loop", lambda: not shutdown.is_set())
-    probes.ready("state_rebuilt_and_partitions_assigned", featurizer.ready)
+    probes.ready("state_rebuilt_and_partitions_assigned", ready)
     server = serve_probes(probes, host=settings.host, port=settings.port)
-    log.info("featurizer started", extra={"versions": settings.versions, "horizon_ms": settings.horizon_ms})
+    log.info(
+        "featurizer started",
+        extra={
+            "versions": settings.versions,
+            "horizon_ms": settings.horizon_ms,
+            "transactional_id": settings.transactional_id,
+        },
+    )
     try:
-        featurizer.run(shutdown)
+        loop.run()
     finally:
         server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -28,7 +30,11 @@ class FeaturizerSettings(CommonSettings):
         "featurizer", description="Consumer group deciding which worker emits which partitions."
     )
     instance_id: str = Field(
-        "0", description="Distinguishes replicas: transactional.id = featurizer-<instance_id>."
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Names this replica (default: the hostname, a StatefulSet pod's name): "
+        "transactional.id = <prefix>featurizer-<instance_id>. Stable across restarts of one replica, "
+        "so the restarted one fences its predecessor; distinct per replica (two on one host set it).",
     )
     batch_size: int = Field(2000, description="Facts read per cycle.")
     redis_view: bool = Field(True, description="Maintain the online view in Redis for the what-if API.")
@@ -52,3 +58,7 @@ class FeaturizerSettings(CommonSettings):
         unknown = [v for v in self.versions if v not in EXTRACTORS]
         if unknown:
             raise ValueError(f"unknown extractor versions {unknown}; known: {sorted(EXTRACTORS)}")
+
+    @property
+    def transactional_id(self) -> str:
+        return self.topic(f"featurizer-{self.instance_id}")

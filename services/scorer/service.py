@@ -16,8 +16,10 @@ import logging
 import sys
 import time
 
+from libs.common.http_limits import ApiKeys
 from libs.common.http_server import HttpServer, serve_probes
 from libs.common.process import start_process
+from libs.common.retry import Restarting
 from services.scorer.registry import ModelsFeed, Registry
 from services.scorer.routing import Router
 from services.scorer.settings import ScorerSettings
@@ -38,13 +40,23 @@ def main(settings: ScorerSettings | None = None) -> None:
     router = Router(settings.routing_salt)
     with_stream = settings.role in ("all", "stream")
     with_api = settings.role in ("all", "whatif")
-    stream = StreamScorer(settings, registry, router) if with_stream else None
+    # The stream under the shared restart loop: a failed incarnation (Kafka away longer than a
+    # transaction's deadline) is replaced by one that resumes from the committed offsets, while
+    # the registry, the models feed and the what-if API keep serving.
+    stream = (
+        Restarting(SERVICE, "stream", lambda: StreamScorer(settings, registry, router), shutdown)
+        if with_stream
+        else None
+    )
 
     probes.live("loop", lambda: not shutdown.is_set())
     probes.live("models_feed", lambda: feed.is_alive() and feed.error is None)
     probes.ready("models_loaded", registry.ready_event.is_set)
     if stream is not None:
-        probes.ready("partitions_assigned", stream.assigned_once.is_set)
+        probes.ready(
+            "partitions_assigned",
+            lambda: stream.current is not None and stream.current.assigned_once.is_set(),
+        )
 
     server: HttpServer
     if with_api:
@@ -52,7 +64,14 @@ def main(settings: ScorerSettings | None = None) -> None:
         from services.scorer.whatif import WhatIf
 
         app = create_app(WhatIf(settings, registry, router), registry, probes)
-        server = HttpServer(app, host=settings.host, port=settings.port, lifespan="on").start()
+        server = HttpServer(
+            app,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            keys=ApiKeys(settings.api_keys),
+            keyed=[("POST", "/v1/predict")],
+        ).start()
     else:
         server = serve_probes(probes, host=settings.host, port=settings.port)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
@@ -61,7 +80,12 @@ def main(settings: ScorerSettings | None = None) -> None:
     gc.freeze()
     log.info(
         "scorer started",
-        extra={"role": settings.role, "instance_id": settings.instance_id, "port": settings.port},
+        extra={
+            "role": settings.role,
+            "instance_id": settings.instance_id,
+            "transactional_id": settings.transactional_id,
+            "port": settings.port,
+        },
     )
     try:
         until = time.monotonic() + settings.registry_sync_timeout_s
@@ -75,7 +99,7 @@ def main(settings: ScorerSettings | None = None) -> None:
             )
         registry.ready_event.set()  # a model, or the fallback, is what serves from now on
         if stream is not None and not shutdown.is_set():
-            stream.run(shutdown)
+            stream.run()
         else:
             while not shutdown.wait(1.0):
                 if feed.error is not None:

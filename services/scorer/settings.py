@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from libs.common.features.extractors import LIVE_VERSION
+from libs.common.http_limits import ApiKeyList
 from libs.common.models_ledger import ARMS
 from libs.common.settings import CommonSettings
 
@@ -25,11 +27,17 @@ class ScorerSettings(CommonSettings):
     port: int = Field(8004, description="HTTP: POST /v1/predict, /healthz, /readyz, /metrics.")
     host: str = Field("0.0.0.0", description="Address the HTTP API binds.")
     instance_id: str = Field(
-        "0",
-        description="Distinguishes scorer processes: transactional.id = <prefix>scorer-<instance_id>. "
-        "Stable per instance, so a restarted one fences its predecessor at once.",
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Names this scorer process (default: the hostname, a StatefulSet pod's name): "
+        "transactional.id = <prefix>scorer-<instance_id>. Stable across restarts of one instance, so "
+        "the restarted one fences its predecessor at once; distinct per process (two on one host set it).",
     )
     group_id: str = Field("scorer", description="Consumer group sharing the features partitions.")
+    api_keys: ApiKeyList = Field(
+        default_factory=list,
+        description="X-API-Key values POST /v1/predict accepts, comma-separated; empty: anyone may ask.",
+    )
 
     # -- the stream --
     batch_size: int = Field(5000, ge=1, description="Most features records scored per transaction.")

@@ -56,7 +56,9 @@ class StreamScorer:
     def _on_assign(self, _partitions: list) -> None:
         self.assigned_once.set()
 
-    def open(self) -> None:
+    def start(self, shutdown: Shutdown) -> None:
+        """Join the group and fence an earlier incarnation's transactional.id (waits while
+        Kafka is away, until shutdown)."""
         self.consumer = Consumer(
             self.s,
             name=f"{SERVICE}-{self.s.instance_id}",
@@ -72,6 +74,7 @@ class StreamScorer:
             timeout_s=self.s.transaction_timeout_s,
             **{"transaction.timeout.ms": int(self.s.transaction_timeout_s * 1000)},
         )
+        producer.init(shutdown=shutdown)
         self.loop = TransactionalLoop(
             self.consumer, producer, batch_size=self.s.batch_size, poll_timeout=self.s.poll_timeout_s
         )
@@ -140,18 +143,18 @@ class StreamScorer:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, shutdown: Shutdown) -> None:
+        """Until shutdown; raises when Kafka fails a transaction for good (not just aborts it),
+        and :class:`libs.common.retry.Restarting` starts a new incarnation from the committed
+        offsets."""
         if self.loop is None:
-            self.open()
+            self.start(shutdown)
         assert self.loop is not None and self.consumer is not None
         last_lag = 0.0
-        try:
-            while not shutdown.is_set():
-                self.loop.run_once(self.handle)
-                if time.monotonic() - last_lag > 2.0:
-                    last_lag = time.monotonic()
-                    self.metrics.set_lag(self.consumer.lag())
-        finally:
-            self.close()
+        while not shutdown.is_set():
+            self.loop.run_once(self.handle)
+            if time.monotonic() - last_lag > 2.0:
+                last_lag = time.monotonic()
+                self.metrics.set_lag(self.consumer.lag())
 
     def close(self) -> None:
         close_all(

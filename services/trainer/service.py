@@ -565,6 +565,7 @@ class Trainer:
 
 
 def main(settings: TrainerSettings | None = None) -> None:
+    from libs.common.http_limits import ApiKeys
     from libs.common.http_server import HttpServer
     from libs.common.process import start_process
     from services.trainer.http_api import create_app
@@ -576,7 +577,14 @@ def main(settings: TrainerSettings | None = None) -> None:
     probes.ready("window_rebuilt_and_partitions_assigned", trainer.ready)
     probes.ready("last_training_run_ok", trainer.training_ok)
     app = create_app(trainer, probes)
-    http = HttpServer(app, host=settings.host, port=settings.port, graceful_shutdown_s=2).start()
+    http = HttpServer(
+        app,
+        host=settings.host,
+        port=settings.port,
+        graceful_shutdown_s=2,
+        keys=ApiKeys(settings.api_keys),
+        keyed=[("POST", "/v1/train")],
+    ).start()
     try:
         trainer.run()
     finally:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from libs.common.http_limits import ApiKeyList
 from libs.common.settings import CommonSettings
 from services.trainer.train import TrainParams
 
@@ -19,6 +20,10 @@ class TrainerSettings(CommonSettings):
     host: str = Field("0.0.0.0", description="Address the HTTP API binds.")
     replica_id: str = Field(
         default_factory=socket.gethostname, description="Names this replica in logs, params and status."
+    )
+    api_keys: ApiKeyList = Field(
+        default_factory=list,
+        description="X-API-Key values POST /v1/train accepts, comma-separated; empty: anyone may ask.",
     )
 
     # -- the training window (event time: rebuilt identically by replaying `instances`) --

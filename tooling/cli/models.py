@@ -1,8 +1,9 @@
 """``pooch models list|pause|resume|activate|keygen`` and ``pooch experiments``: the supervisor's HTTP API.
 
-Reading needs nothing; changing needs the operator token (``--token`` or
-``POOCH_SUPERVISOR_OPERATOR_TOKEN``). The supervisor is found at ``--url`` or
-``POOCH_SUPERVISOR_URL`` (default ``http://127.0.0.1:8005``).
+Reading needs nothing; changing needs the operator token: ``--token-file`` (or
+``POOCH_SUPERVISOR_OPERATOR_TOKEN_FILE``), or ``POOCH_SUPERVISOR_OPERATOR_TOKEN``. ``--token``
+still works but is deprecated: a command line is visible to every user in ``ps``.
+The supervisor is found at ``--url`` or ``POOCH_SUPERVISOR_URL`` (default ``http://127.0.0.1:8005``).
 
 ``pooch supervisor`` runs the service itself (the same as ``python -m services.supervisor``).
 
@@ -17,6 +18,7 @@ Register in ``tooling/cli/main.py``::
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,8 +39,17 @@ TOKEN = typer.Option(
     None,
     "--token",
     envvar="POOCH_SUPERVISOR_OPERATOR_TOKEN",
-    help="Operator token (Authorization: Bearer); needed to change anything.",
+    help="Operator token (Authorization: Bearer). Deprecated on the command line, where `ps` and "
+    "the shell history show it: prefer --token-file or the environment variable.",
     show_default=False,
+)
+TOKEN_FILE = typer.Option(
+    None,
+    "--token-file",
+    envvar="POOCH_SUPERVISOR_OPERATOR_TOKEN_FILE",
+    help="File holding the operator token (a mounted secret); wins over --token.",
+    show_default=False,
+    dir_okay=False,
 )
 REASON = typer.Option(None, "--reason", "-r", help="Why, in words people will read on the models topic.")
 ACTOR = typer.Option(None, "--actor", help="Who decides (recorded as operator:<actor>).")
@@ -62,7 +73,7 @@ def _request(method: str, url: str, path: str, *, token: str | None = None, body
     if response.status_code == 401:
         fail(
             f"{response.status_code}: {data.get('detail')}",
-            hint="pass --token or set POOCH_SUPERVISOR_OPERATOR_TOKEN",
+            hint=TOKEN_HINT,
         )
     if response.status_code >= 400:
         fail(f"{response.status_code} {data.get('error', '')}: {data.get('detail')}")
@@ -115,11 +126,35 @@ def list_models(url: str = URL, as_json: bool = JSON) -> None:
         console.print(f"arm weights: {data['weights']}")
 
 
+TOKEN_HINT = "pass --token-file, or set POOCH_SUPERVISOR_OPERATOR_TOKEN(_FILE)"
+
+
+def _token(ctx: typer.Context, token: str | None, token_file: Path | None) -> str | None:
+    """The operator token from its file, else from --token or the environment."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read the operator token file {token_file}: {exc.strerror}")
+        if not text:
+            fail(f"the operator token file {token_file} is empty")
+        return text
+    # By name: typer may carry its own copy of click's ParameterSource enum.
+    source = ctx.get_parameter_source("token")
+    if token and getattr(source, "name", None) == "COMMANDLINE":
+        typer.echo(
+            "warning: --token on the command line is deprecated: other users see it in `ps` and it "
+            "stays in the shell history; use --token-file or POOCH_SUPERVISOR_OPERATOR_TOKEN",
+            err=True,
+        )
+    return token
+
+
 def _operate(
     action: str, version: str, url: str, token: str | None, reason: str | None, actor: str | None, **body: Any
 ) -> None:
     if not token:
-        fail(f"{action} needs the operator token", hint="pass --token or set POOCH_SUPERVISOR_OPERATOR_TOKEN")
+        fail(f"{action} needs the operator token", hint=TOKEN_HINT)
     payload = {k: v for k, v in ({"reason": reason, "actor": actor} | body).items() if v is not None}
     data = _request("POST", url, f"/v1/models/{version}/{action}", token=token, body=payload)
     for e in data.get("written", []):
@@ -130,9 +165,11 @@ def _operate(
 
 @models_app.command()
 def pause(
+    ctx: typer.Context,
     version: str = typer.Argument(..., help="The model version to stop serving."),
     url: str = URL,
     token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     reason: str | None = REASON,
     actor: str | None = ACTOR,
     fallback: bool = typer.Option(
@@ -141,19 +178,21 @@ def pause(
     ),
 ) -> None:
     """Pause a version: the scorer stops serving it within a second."""
-    _operate("pause", version, url, token, reason, actor, fallback=fallback or None)
+    _operate("pause", version, url, _token(ctx, token, token_file), reason, actor, fallback=fallback or None)
 
 
 @models_app.command()
 def resume(
+    ctx: typer.Context,
     version: str = typer.Argument(..., help="The paused model version to serve again."),
     url: str = URL,
     token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     reason: str | None = REASON,
     actor: str | None = ACTOR,
 ) -> None:
     """Resume a paused version (the policies judge it on new evidence from now on)."""
-    _operate("resume", version, url, token, reason, actor)
+    _operate("resume", version, url, _token(ctx, token, token_file), reason, actor)
 
 
 def _weights(text: str | None) -> dict[str, float] | None:
@@ -176,6 +215,7 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 @models_app.command()
 def activate(
+    ctx: typer.Context,
     version: str = typer.Argument(..., help="The model version to serve on an arm."),
     arm: str = typer.Option("champion", help="champion or challenger."),
     weights: str | None = typer.Option(
@@ -183,10 +223,12 @@ def activate(
     ),
     url: str = URL,
     token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     reason: str | None = REASON,
     actor: str | None = ACTOR,
 ) -> None:
     """Activate a version on an arm (promote it to champion, or start it as the challenger)."""
+    token = _token(ctx, token, token_file)
     _operate("activate", version, url, token, reason, actor, arm=arm, arm_weights=_weights(weights))
 
 

@@ -8,6 +8,7 @@ work lost when the process dies between batches.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from libs.common.kafka.clients import consume_batch, new_consumer, position
+from libs.common.kafka.errors import KafkaUnavailableError
 from libs.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "fetch.wait.max.ms": 100,
     "enable.partition.eof": False,
 }
+
+# Longest a member may stay without rejoining after its partitions were lost. A cooperative
+# librdkafka consumer that lost its session while the broker was away was seen never to rejoin
+# (no JoinGroup, not even a connection attempt, minutes after the broker was back); a new
+# consumer does, so the loop owning this one is made to fail and is built again.
+REJOIN_DEADLINE_S = 60.0
 
 
 class Consumer:
@@ -55,6 +63,7 @@ class Consumer:
         self._user_revoke = on_revoke
         self.assigned: set[tuple[str, int]] = set()
         self.rebalances = 0
+        self.lost_since: float | None = None
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -65,6 +74,7 @@ class Consumer:
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
+        self.lost_since = None
         self.assigned |= {(p.topic, p.partition) for p in partitions}
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
         if self._user_assign:
@@ -82,7 +92,18 @@ class Consumer:
     def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them, so commit nothing.
         self.assigned -= {(p.topic, p.partition) for p in partitions}
+        if self.lost_since is None:
+            self.lost_since = time.monotonic()
         log.warning("partitions lost", extra={"partitions": _names(partitions)})
+
+    def check_membership(self, deadline_s: float = REJOIN_DEADLINE_S) -> None:
+        """Raise :class:`KafkaUnavailableError` when partitions were lost ``deadline_s`` ago and
+        no assignment (even an empty one) has come since."""
+        if self.lost_since is not None and time.monotonic() - self.lost_since > deadline_s:
+            raise KafkaUnavailableError(
+                f"{self.name}: partitions lost {time.monotonic() - self.lost_since:.0f} s ago and the "
+                "group not rejoined; a new consumer will join"
+            )
 
     def poll_batch(self, max_messages: int = 500, timeout: float = 0.5) -> list[confluent_kafka.Message]:
         """Up to ``max_messages`` data messages (see :func:`.clients.consume_batch`)."""

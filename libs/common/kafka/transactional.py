@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -132,9 +133,21 @@ class TransactionalProducer:
             produce_waiting(self.raw, topic, value, key, headers=headers, block_seconds=block_seconds)
 
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
-        """Commit these input offsets (with their metadata) with the open transaction."""
-        if offsets:
-            self.raw.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+        """Commit these input offsets (with their metadata) with the open transaction.
+
+        On a helper thread, given up a little after the timeout: librdkafka can block in this
+        call far past its own timeout once the group coordinator went away with the broker
+        (confluentinc/librdkafka#5456, #5511; seen here after a 20 s outage, stuck for minutes).
+        Giving up fails the transaction; its abort then renews the producer, whose new epoch
+        fences the stuck one."""
+        if not offsets:
+            return
+        raw = self.raw
+        _bounded(
+            lambda: raw.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
+            self.timeout_s + 5.0,
+            "send_offsets_to_transaction",
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[TransactionalProducer]:
@@ -177,6 +190,26 @@ class TransactionalProducer:
             self.renew()
 
 
+def _bounded(fn: Callable[[], object], seconds: float, what: str) -> None:
+    """``fn()`` on a daemon thread; raises its error, or :class:`KafkaUnavailableError` when it
+    has not returned after ``seconds`` (the thread is left to its fate: it holds no lock of ours)."""
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=call, name=f"kafka-{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise KafkaUnavailableError(f"{what} still blocked after {seconds:.0f} s; the producer is replaced")
+    if failure:
+        raise failure[0]
+
+
 BatchHandler = Callable[[list[confluent_kafka.Message], TransactionalProducer], None]
 
 
@@ -208,6 +241,7 @@ class TransactionalLoop:
             self.run_once(handler)
 
     def run_once(self, handler: BatchHandler) -> int:
+        self.consumer.check_membership()
         batch = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
         if not batch:
             return 0

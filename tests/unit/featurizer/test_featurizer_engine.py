@@ -12,7 +12,7 @@ import pytest
 
 from libs.common.features.extractors import EXTRACTORS
 from libs.common.features.state import DogState, StateView, Stats
-from services.featurizer.engine import FeatureEngine
+from services.featurizer.engine import ADDED, DUPLICATE, UNLABELLED, FeatureEngine
 
 HORIZON = 60_000
 TAGS = ["#adorable", "#Adorabull", "#ADORABLE!", "#frenchie", "#walkies", "#spam4spam", "#sunday", "#pug"]
@@ -208,3 +208,21 @@ def test_like_ids_are_kept_only_while_the_horizon_is_open():
     assert engine.like_ids_kept == len(likes) + 1
     engine.advance(pupdates[-1]["posted_at"] + 2 * HORIZON + 1)
     assert engine.like_ids_kept == 0 and not engine.open
+
+
+def test_a_pupdate_arriving_after_its_horizon_closed_gets_features_but_no_instance():
+    engine = FeatureEngine([EXTRACTORS["v1"]], horizon_ms=HORIZON)
+    early, late, within = world(9, 3)[0]
+    assert engine.add_pupdate(early) == ADDED
+    engine.advance(early["posted_at"] + 3 * HORIZON)
+    late = late | {"posted_at": early["posted_at"] + HORIZON // 2}  # closed 2.5 horizons ago
+    within = within | {"posted_at": early["posted_at"] + 2 * HORIZON + HORIZON // 2}  # still open
+    assert engine.add_pupdate(late) == UNLABELLED
+    assert engine.add_pupdate(within) == ADDED
+    assert engine.add_pupdate(late) == DUPLICATE
+    features, instances = engine.advance(early["posted_at"] + 6 * HORIZON)
+    assert sorted(f.pupdate["pupdate_id"] for f in features) == sorted(
+        [late["pupdate_id"], within["pupdate_id"]]
+    )
+    assert [i.pupdate["pupdate_id"] for i in instances] == [within["pupdate_id"]]
+    assert engine.counters.pupdates_unlabelled == 1 and engine.counters.pupdates_late == 2
