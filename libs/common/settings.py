@@ -20,7 +20,10 @@ def _env(name: str) -> AliasChoices:
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POOCH_", frozen=True, extra="ignore", populate_by_name=True)
+    # An empty variable means "not set" (compose passes ${VAR:-} through): the default applies.
+    model_config = SettingsConfigDict(
+        env_prefix="POOCH_", frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", validation_alias=_env("kafka_bootstrap"), description="Kafka bootstrap servers."

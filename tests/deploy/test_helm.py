@@ -141,6 +141,7 @@ def test_notes_render(tmp_path):
     assert "helm test pooch -n pooch" in text and "pooch models pause" in text
     assert "http://pooch-scorer:8004" in text and "docs/runbooks.md" in text
     assert "the models API is read-only" in text  # no operator token in the default values
+    assert "model events are not authenticated" in text  # nor signing keys
 
 
 # -- values.schema.json ----------------------------------------------------------------------
@@ -156,6 +157,8 @@ BAD_VALUES = {
     "production without secrets": ["production=true"],
     "a password in values": ["redis.password=hunter2"],
     "CPU target over 100%": ["scorer.autoscaling.targetCPUUtilizationPercentage=150"],
+    "a trusted key that is no Ed25519 public key": ["modelSigning.trustedKeys={not-a-key}"],
+    "a private key in values": ["modelSigning.trainer.privateKey=secret"],
 }
 
 
@@ -257,7 +260,7 @@ def test_pods_are_locked_down(variant, default, production):
 
 def test_secrets_only_ever_come_from_existing_secrets(production):
     assert not kinds(production, "Secret")
-    secret_like = ("PASSWORD", "TOKEN", "API_KEYS", "SASL_USERNAME")
+    secret_like = ("PASSWORD", "TOKEN", "API_KEYS", "SASL_USERNAME", "SIGNING_KEY")
     seen = set()
     for d in production:
         if d["kind"] not in ("Deployment", "Job"):
@@ -276,7 +279,22 @@ def test_secrets_only_ever_come_from_existing_secrets(production):
         "POOCH_REDIS_PASSWORD",
         "POOCH_SUPERVISOR_OPERATOR_TOKEN",
         "POOCH_COLLECTOR_API_KEYS",
+        "POOCH_SCORER_API_KEYS",
+        "POOCH_TRAINER_API_KEYS",
+        "POOCH_MODELS_SIGNING_KEY",
     }
+
+
+def test_model_events_are_signed_by_the_two_writers_and_trusted_by_every_service(production):
+    signing, trusted = {}, {}
+    for d in kinds(production, "Deployment"):
+        name = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        trusted[name] = json.loads(env["POOCH_MODELS_TRUSTED_KEYS"]["value"])
+        if "POOCH_MODELS_SIGNING_KEY" in env:
+            signing[name] = env["POOCH_MODELS_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]["name"]
+    assert signing == {"trainer": "pooch-trainer-signing-key", "supervisor": "pooch-supervisor-signing-key"}
+    assert len(trusted) == 5 and all(len(keys) == 2 for keys in trusted.values())
 
 
 def test_every_pooch_variable_is_one_the_code_reads(production):
@@ -386,4 +404,18 @@ def test_production_requires_the_operator_token_and_api_keys():
         "--set",
         "collector.apiKeys.existingSecret=keys",
     )
-    assert both.returncode == 0, both.stderr
+    assert both.returncode != 0 and "modelSigning" in both.stderr
+    signed = helm(
+        *base,
+        "--set",
+        "supervisor.operatorToken.existingSecret=tok",
+        "--set",
+        "collector.apiKeys.existingSecret=keys",
+        "--set",
+        "modelSigning.trustedKeys={3CxNOFJxTS2jLea5zIN/2MGfbSrkP6w9qBfveO43/dg=}",
+        "--set",
+        "modelSigning.trainer.existingSecret=tk",
+        "--set",
+        "modelSigning.supervisor.existingSecret=sk",
+    )
+    assert signed.returncode == 0, signed.stderr

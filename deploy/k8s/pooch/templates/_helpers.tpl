@@ -134,6 +134,12 @@ seccompProfile:
 {{- if not .Values.collector.apiKeys.existingSecret -}}
 {{- fail "production: true needs collector.apiKeys.existingSecret (a Secret holding the app's API keys, comma-separated)" -}}
 {{- end -}}
+{{- if not .Values.modelSigning.trustedKeys -}}
+{{- fail "production: true needs modelSigning.trustedKeys (the public keys of the trainer and the supervisor: pooch models keygen)" -}}
+{{- end -}}
+{{- if not (and .Values.modelSigning.trainer.existingSecret .Values.modelSigning.supervisor.existingSecret) -}}
+{{- fail "production: true needs modelSigning.trainer.existingSecret and modelSigning.supervisor.existingSecret (their private signing keys)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
