@@ -13,6 +13,7 @@ from libs.common.features.extractors import extractor
 from libs.common.features.online_view import OnlineView
 from libs.common.features.state import DogState, Stats
 from services.scorer.fixtures import make_artifact, publish_events, train_model_text
+from tests.support.kafkautil import wait_for
 from tests.support.scorer import RedisServer, ScorerProcess
 
 DRAFT = {
@@ -66,6 +67,15 @@ def test_whatif_uses_the_online_view_rejects_bad_drafts_and_survives_redis_stopp
         assert p["model_version"] == art.model_version and not p["fallback"]
         assert p["predicted_likes"] == pytest.approx(want, rel=1e-12)
         assert p["baseline"] == pytest.approx(baseline) == 23.0
+        # The compiled trees take over in the background (issue 15) and answer the same.
+        wait_for(
+            lambda: scorer.http.get("/v1/models").json()["predictors"].get(art.model_version) == "native",
+            timeout=60,
+            what="the compiled predictor serving",
+        )
+        again = scorer.http.post("/v1/predict", json={"draft": DRAFT}).json()["predictions"][0]
+        assert again["predicted_likes"] == pytest.approx(want, rel=1e-9)
+        assert scorer.metric_sum("pooch_scorer_model_compiles_total") >= 1
 
         # Candidates: the other dog is unknown to the view (defaults, flagged); best first.
         candidates = [DRAFT, DRAFT | {"hashtags": []}, DRAFT | {"dog_id": "dog-new"}]
