@@ -60,6 +60,7 @@ from libs.common.kafka.producer import Producer  # noqa: E402
 from libs.common.serde import serde  # noqa: E402
 from libs.common.settings import CommonSettings  # noqa: E402
 from libs.common.topics import CONTRACT, FEATURES  # noqa: E402
+from services.scorer.compiled import load_compiled  # noqa: E402
 from services.scorer.fixtures import (  # noqa: E402
     V1_NAMES,
     feature_record,
@@ -93,7 +94,7 @@ def percentile(xs: list[float], q: float) -> float:
 # -- 1. in-process ------------------------------------------------------------------------------
 
 
-def breakdown(text: str, cpu: int) -> dict[str, float]:
+def breakdown(text: str, cpu: int, predictor: str = "lightgbm") -> dict[str, float]:
     from services.scorer.codec import FeatureBatch, FeatureDecoder, PredictionEncoder, zigzag
     from services.scorer.predict import score
     from services.scorer.registry import Registry
@@ -104,9 +105,12 @@ def breakdown(text: str, cpu: int) -> dict[str, float]:
     os.sched_setaffinity(0, {cpu})
     try:
         art = make_artifact(text)
-        reg = Registry(ScorerSettings())
+        reg = Registry(ScorerSettings(compile_models=False))
         reg.apply(art.to_event())
         reg.rebuild(synced=True)
+        if predictor == "native":
+            model = reg.snapshot.serving["v1"]["champion"]
+            model.compiled = load_compiled(*precompile(text))
         x, _ = synthetic_rows(5000, seed=9)
         fv = serde("feature_vector")
         encoded = [fv.encode(feature_record(i, x[i])) for i in range(5000)]
@@ -154,6 +158,26 @@ def breakdown(text: str, cpu: int) -> dict[str, float]:
         os.sched_setaffinity(0, before)
 
 
+def precompile(text: str) -> tuple[Path, Path]:
+    """The model compiled into the scorer's cache, as its background compiler leaves it: a scorer
+    started with --predictor native then finds it there (a cache hit) and predicts natively at once."""
+    from libs.common.artifacts import sha256_hex
+    from services.scorer.compiled import cache_key, compile_to
+    from services.scorer.settings import ScorerSettings
+
+    folder = ScorerSettings().compile_cache_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = sha256_hex(text)
+    model_file, so = folder / f"{sha}.txt", folder / cache_key(sha)
+    if not model_file.exists():
+        model_file.write_text(text)
+    if not so.exists():
+        t = time.perf_counter()
+        compile_to(model_file, so)
+        print(f"  compiled the model with lleaves in {time.perf_counter() - t:.1f} s (cached: {so})")
+    return model_file, so
+
+
 def _time_per(fn: Callable[[], object], n: int) -> float:
     t = time.perf_counter()
     fn()
@@ -199,8 +223,9 @@ def wait_http(port: int, path: str, proc: Proc, timeout: float = 120.0) -> None:
     raise RuntimeError(f"server on {port} not ready after {timeout}s:\n{proc.tail()}")
 
 
-def scorer_env(settings: CommonSettings, port: int, role: str) -> dict[str, str]:
+def scorer_env(settings: CommonSettings, port: int, role: str, predictor: str = "native") -> dict[str, str]:
     return os.environ | {
+        "POOCH_SCORER_COMPILE_MODELS": "true" if predictor == "native" else "false",
         "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "POOCH_REDIS_URL": settings.redis_url,
         "POOCH_TOPIC_PREFIX": settings.topic_prefix,
@@ -238,7 +263,9 @@ def committed(settings: CommonSettings, group: str, partitions: int) -> int:
         c.close()
 
 
-def stream_bench(settings: CommonSettings, n: int, cpu: int, tmp: Path, rnd: int) -> dict[str, float]:
+def stream_bench(
+    settings: CommonSettings, n: int, cpu: int, tmp: Path, rnd: int, predictor: str
+) -> dict[str, float]:
     """Write a backlog of n more records, start a scorer, time it through them, stop it."""
     group = settings.topic("scorer")
     base = committed(settings, group, 6)
@@ -246,12 +273,14 @@ def stream_bench(settings: CommonSettings, n: int, cpu: int, tmp: Path, rnd: int
     port = free_port()
     proc = Proc(
         [sys.executable, "-m", "services.scorer"],
-        scorer_env(settings, port, "stream"),
+        scorer_env(settings, port, "stream", predictor),
         cpu,
-        tmp / f"scorer-stream-{rnd}.log",
+        tmp / f"scorer-stream-{rnd}-{predictor}.log",
     )
     try:
         wait_http(port, "/readyz", proc)
+        if predictor == "native":  # a cache hit takes milliseconds; time only the native predictor
+            wait_predictor(port, "native", proc)
         samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -267,7 +296,36 @@ def stream_bench(settings: CommonSettings, n: int, cpu: int, tmp: Path, rnd: int
     first = next(i for i, (_t, d) in enumerate(samples) if d > 0)
     t0, d0 = samples[first]
     t1, d1 = samples[-1]
-    return {"records": n, "seconds": t1 - t0, "per_s": (d1 - d0) / (t1 - t0), "load": os.getloadavg()[0]}
+    return {
+        "records": n,
+        "seconds": t1 - t0,
+        "per_s": (d1 - d0) / (t1 - t0),
+        "load": os.getloadavg()[0],
+        "predictor": predictor,
+    }
+
+
+def wait_predictor(port: int, want: str, proc: Proc, timeout: float = 60.0) -> None:
+    """Until the scorer's compiler swapped native code in (read from /metrics: every role has it)."""
+    assert want == "native"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/metrics")
+            for line in conn.getresponse().read().decode().splitlines():
+                if (
+                    line.startswith("pooch_scorer_model_compiles_total{")
+                    and ('outcome="cached"' in line or 'outcome="compiled"' in line)
+                    and float(line.rsplit(" ", 1)[1]) >= 1
+                ):
+                    return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"the scorer's predictor never became {want}: {proc.tail()}")
 
 
 # -- 3./4. open-loop HTTP load ------------------------------------------------------------------
@@ -349,17 +407,19 @@ def fill_online_view(settings: CommonSettings) -> None:
 
 
 @contextlib.contextmanager
-def whatif_server(settings: CommonSettings, cpu: int, tmp: Path) -> Iterator[int]:
+def whatif_server(settings: CommonSettings, cpu: int, tmp: Path, predictor: str = "native") -> Iterator[int]:
     fill_online_view(settings)
     port = free_port()
     proc = Proc(
         [sys.executable, "-m", "services.scorer"],
-        scorer_env(settings, port, "whatif"),
+        scorer_env(settings, port, "whatif", predictor),
         cpu,
-        tmp / "scorer-whatif.log",
+        tmp / f"scorer-whatif-{predictor}.log",
     )
     try:
         wait_http(port, "/readyz", proc)
+        if predictor == "native":
+            wait_predictor(port, "native", proc)
         yield port
     finally:
         proc.stop()
@@ -533,14 +593,19 @@ def main() -> None:
     print(f"model: poisson, {booster.num_trees()} trees, 31 leaves, {len(V1_NAMES)} features")
     results: dict = {"date": date.today().isoformat(), "trees": booster.num_trees(), "args": vars(args)}
 
-    per = breakdown(text, args.cpu)
-    results["breakdown_us"] = per
-    print(
-        "\n## in-process, one core, per record: "
-        f"decode {per['decode']:.2f} us (fastavro: {per['fastavro_decode']:.1f} us), "
-        f"route+predict {per['score']:.2f} us, encode {per['encode']:.2f} us "
-        f"=> {1e6 / (per['decode'] + per['score'] + per['encode']):,.0f} records/s before Kafka"
-    )
+    precompile(text)
+    results["breakdown_us"] = {}
+    print("\n## in-process, one core, per record, batches of 5,000")
+    for predictor in ("lightgbm", "native"):
+        per = breakdown(text, args.cpu, predictor)
+        results["breakdown_us"][predictor] = per
+        print(
+            f"  {predictor:8s}: decode {per['decode']:.2f} us (fastavro: {per['fastavro_decode']:.1f} us), "
+            f"route+predict {per['score']:.2f} us, encode {per['encode']:.2f} us "
+            f"=> {1e6 / (per['decode'] + per['score'] + per['encode']):,.0f} records/s before Kafka"
+        )
+    lgb_us, native_us = (results["breakdown_us"][p]["score"] for p in ("lightgbm", "native"))
+    print(f"  route+predict: native is {lgb_us / native_us:.1f}x LightGBM")
 
     settings = CommonSettings(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
     ensure_topics(settings, partitions=6, timeout=60)
@@ -550,15 +615,23 @@ def main() -> None:
             print("\n## stream: one scorer process (role=stream) on one core, 6 partitions, transactions")
             runs = []
             for rnd in range(args.rounds):
-                r = stream_bench(settings, args.records, args.cpu, tmp, rnd)
-                runs.append(r)
-                print(
-                    f"  round {rnd + 1}: {r['records']:,} records in {r['seconds']:.2f} s = "
-                    f"{r['per_s']:,.0f} predictions/s (load {r['load']:.2f})"
-                )
-            rates = sorted(r["per_s"] for r in runs)
+                for predictor in ("lightgbm", "native"):  # alternating: noise hits both alike
+                    r = stream_bench(settings, args.records, args.cpu, tmp, rnd, predictor)
+                    runs.append(r)
+                    print(
+                        f"  round {rnd + 1} {predictor:8s}: {r['records']:,} records in "
+                        f"{r['seconds']:.2f} s = {r['per_s']:,.0f} predictions/s (load {r['load']:.2f})"
+                    )
             results["stream"] = runs
-            print(f"  median {statistics.median(rates):,.0f}/s, range {rates[0]:,.0f} to {rates[-1]:,.0f}/s")
+            medians = {}
+            for predictor in ("lightgbm", "native"):
+                rates = sorted(r["per_s"] for r in runs if r["predictor"] == predictor)
+                medians[predictor] = statistics.median(rates)
+                print(
+                    f"  {predictor:8s} median {medians[predictor]:,.0f}/s, "
+                    f"range {rates[0]:,.0f} to {rates[-1]:,.0f}/s"
+                )
+            print(f"  stream: native is {medians['native'] / medians['lightgbm']:.2f}x LightGBM")
         if not args.skip_whatif or not args.skip_mlserver:
             results |= latency_rounds(settings, text, args, tmp)
     finally:
@@ -576,6 +649,11 @@ def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace
     out: dict = {}
     with contextlib.ExitStack() as servers:
         ours = None if args.skip_whatif else servers.enter_context(whatif_server(settings, args.cpu, tmp))
+        ours_lgb = (
+            None
+            if args.skip_whatif
+            else servers.enter_context(whatif_server(settings, args.cpu, tmp, predictor="lightgbm"))
+        )
         ml = None
         if not args.skip_mlserver:
             try:
@@ -585,9 +663,10 @@ def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace
                 out["mlserver_error"] = repr(exc)
                 print(f"\n## MLServer: not measured: {exc!r}")
         loads = {}
-        if ours is not None:
+        if ours is not None and ours_lgb is not None:
             loads["whatif, 1 draft"] = (ours, "/v1/predict", one)
             loads["whatif, 8 candidates"] = (ours, "/v1/predict", eight)
+            loads["whatif (LightGBM), 8 cand."] = (ours_lgb, "/v1/predict", eight)
         if ml is not None:
             loads[f"MLServer {out['mlserver_version']}, 1 row"] = (ml, ML_PATH, ml_one)
         for port, path, bodies in loads.values():
