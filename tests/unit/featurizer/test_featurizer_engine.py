@@ -208,3 +208,16 @@ def test_like_ids_are_kept_only_while_the_horizon_is_open():
     assert engine.like_ids_kept == len(likes) + 1
     engine.advance(pupdates[-1]["posted_at"] + 2 * HORIZON + 1)
     assert engine.like_ids_kept == 0 and not engine.open
+
+
+@pytest.mark.parametrize("posted_at", [253_402_300_800_000, 2**63 - 1, -1, -(2**63)])
+def test_a_posted_at_no_extractor_can_read_is_refused_when_added_not_when_released(posted_at):
+    # Found by the fuzz test: a fact posted in the year 10000 was accepted, then its extraction
+    # raised in advance() and killed the featurizer; refused at once, the fact is dead-lettered.
+    engine = FeatureEngine([EXTRACTORS["v1"]], horizon_ms=HORIZON)
+    bad, good = world(9, 2)[0]
+    with pytest.raises(ValueError, match="posted_at"):
+        engine.add_pupdate(bad | {"posted_at": posted_at})
+    engine.add_pupdate(good)
+    features, _ = engine.advance(2**62)
+    assert [f.pupdate["pupdate_id"] for f in features] == [good["pupdate_id"]]
