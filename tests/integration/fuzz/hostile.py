@@ -228,3 +228,95 @@ def count_by(items: list[Any], key: Callable[[Any], Any]) -> dict[Any, int]:
         k = key(item)
         out[k] = out.get(k, 0) + 1
     return out
+
+
+# -- Kafka record values -------------------------------------------------------------------------
+
+HOSTILE_STRINGS = ["", " ", "\x00", "x" * 5000, "é" * 300, "../../x", "NaN", "-1"]
+HOSTILE_LONGS = [-1, 0, 1, -(2**63), 2**63 - 1, 2**31, -(2**31), 10**15, 253_402_300_800_000]
+HOSTILE_DOUBLES = [float("nan"), float("inf"), float("-inf"), -0.0, -1.0, 1e308, -1e308, 5e-324]
+
+
+def _hostile_like(rng: random.Random, value: Any) -> Any:
+    """A hostile value of the same Avro type as ``value`` (so the record still encodes)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return rng.choice(HOSTILE_LONGS)
+    if isinstance(value, float):
+        return rng.choice(HOSTILE_DOUBLES)
+    if isinstance(value, str):
+        return rng.choice(HOSTILE_STRINGS)
+    if isinstance(value, list):
+        if value and rng.random() < 0.5:
+            return [_hostile_like(rng, v) for v in value]
+        return rng.choice([[], value * rng.randint(2, 50)])
+    if isinstance(value, dict):
+        return {k: _hostile_like(rng, v) if rng.random() < 0.3 else v for k, v in value.items()}
+    return value
+
+
+class Records:
+    """Hostile values for one topic: the reader's record ``stem`` and good records to start from."""
+
+    def __init__(self, pool: Pool, stem: str, good: list[dict[str, Any]], others: dict[str, dict[str, Any]]):
+        from libs.common.serde import MAGIC, serde
+
+        self.pool, self.stem, self.good, self.others = pool, stem, good, others
+        self.serde = serde(stem)
+        self.magic = MAGIC
+
+    def value(self, rng: random.Random) -> bytes:
+        good = self.serde.encode(rng.choice(self.good))
+        r = rng.random()
+        if r < 0.12:
+            return rng.choice(self.pool.binaries)
+        if r < 0.2:
+            return rng.choice([b"\xc3\x02", b"\xc3", b"\x00\x01", b"", b"\xc3\x01"]) + good[2:]
+        if r < 0.28:
+            return self.magic + rng.randbytes(8) + good[10:]  # an unknown writer fingerprint
+        if r < 0.4:
+            return good[: rng.randrange(1, len(good))]  # truncated
+        if r < 0.5:
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(10, len(data))] = rng.randrange(256)
+            return bytes(data)
+        if r < 0.55:
+            return good + rng.randbytes(rng.randint(1, 8))  # trailing bytes
+        if r < 0.65:
+            stem, rec = rng.choice(sorted(self.others.items()))
+            from libs.common.serde import serde
+
+            return serde(stem).encode(rec)  # a valid record of another type
+        for _ in range(5):  # a valid record of this type with hostile values
+            rec = json_copy(rng.choice(self.good))
+            for name in rng.sample(sorted(rec), rng.randint(1, 3)):
+                rec[name] = _hostile_like(rng, rec[name])
+            try:
+                return self.serde.encode(rec)
+            except ValueError:
+                continue
+        return rng.choice(self.pool.binaries)
+
+    def many(self, n: int, seed_value: int) -> list[bytes]:
+        rng = random.Random(seed_value)
+        return [self.value(rng) for _ in range(n)]
+
+    def undecodable(self, value: bytes) -> bool:
+        """True when the service's reader cannot decode it: it must be dead-lettered."""
+        from libs.common.serde import SerdeError
+
+        try:
+            self.serde.decode(value)
+        except SerdeError:
+            return True
+        return False
+
+
+def json_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: json_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_copy(v) for v in obj]
+    return obj
