@@ -53,6 +53,7 @@ class DeadLetters:
             key = message.key() if key is None else key
             value = message.value() if value is None else value
         value, key = _as_bytes(value), _as_bytes(key)
+        detail = _text(detail)
         if value is not None and len(value) > MAX_RAW_BYTES:
             detail = (
                 f"value truncated to its first {MAX_RAW_BYTES} of {len(value)} bytes "
@@ -97,4 +98,15 @@ class DeadLetters:
 def _as_bytes(data: bytes | str | None) -> bytes | None:
     if data is None or isinstance(data, bytes):
         return data
-    return data.encode()
+    # A key taken from hostile input may hold lone surrogates, which UTF-8 cannot encode: keep
+    # them as their surrogate code units rather than fail to write the letter at all.
+    return data.encode("utf-8", "surrogatepass")
+
+
+def _text(text: str) -> str:
+    """Text Avro can encode: a lone surrogate (from hostile input, say) becomes ``\\udXXX``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -51,6 +51,20 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ROUTES = {"/v1/pupdates": "pupdates", "/v1/likes": "likes"}
 
 
+class _SafeJSON(JSONResponse):
+    """JSON that always renders: the answers echo what the client sent (its event_id, details
+    quoting its values), which may hold lone surrogates or NaN; those are escaped (``\\udXXX``)
+    or not echoed, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _echo(value: Any) -> str | None:
+    """A client's event_id as it may be echoed: a string, or nothing."""
+    return value if isinstance(value, str) else None
+
+
 class _Kind:
     """What one endpoint accepts: the raw record, its topic and its writer versions."""
 
@@ -120,7 +134,7 @@ def create_app(
 
     def error(status: int, request_id: str, reason: str, detail: str, **extra) -> JSONResponse:
         body = {"request_id": request_id, "error": reason, "detail": detail, **extra}
-        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
+        return _SafeJSON(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     def dead_letter(request_id: str, reason: str, detail: str, value: bytes, key: str | None) -> None:
         m.REJECTED.labels(reason, "http").inc()
@@ -210,7 +224,7 @@ def create_app(
         good_index: list[int] = []
         for i, obj in enumerate(events):
             message, bad = check_event(kind, obj, now_ms)
-            event_id = obj.get("event_id") if isinstance(obj, dict) else None
+            event_id = _echo(obj.get("event_id")) if isinstance(obj, dict) else None
             if bad is not None:
                 key = obj.get("pupdate_id") if isinstance(obj, dict) else None
                 dead_letter(
@@ -250,12 +264,12 @@ def create_app(
         if single:
             r = results[0]
             if r["status"] == "accepted":
-                return JSONResponse(
+                return _SafeJSON(
                     {"request_id": request_id, "status": "accepted", "event_id": r["event_id"]}, 202
                 )
             return error(422, request_id, r["reason"], r["detail"], event_id=r["event_id"])
         status = 202 if not n_bad else (422 if not good else 207)
-        return JSONResponse(
+        return _SafeJSON(
             {"request_id": request_id, "accepted": len(good), "rejected": n_bad, "results": results}, status
         )
 

@@ -31,6 +31,8 @@ from typing import Any
 from libs.common.features.extractors import Extractor
 from libs.common.features.state import DogState, StateView, Stats
 
+MAX_POSTED_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time datetime can hold
+
 CLOSE, POST = 0, 1  # closures sort before postings at the same millisecond
 # What became of a pupdate handed to the engine (``add_pupdate``).
 ADDED, DUPLICATE, UNLABELLED = "added", "duplicate", "unlabelled"
@@ -111,6 +113,11 @@ class FeatureEngine:
             self.counters.duplicates += 1
             return DUPLICATE
         posted_at = int(pupdate["posted_at"])
+        if not 0 <= posted_at <= MAX_POSTED_AT_MS:
+            # The extractors read posted_at as a calendar time; one they cannot (year 10000, say)
+            # raised later, in advance(), and killed the featurizer (found by the fuzz test).
+            # Raised here, the caller dead-letters the fact.
+            raise ValueError(f"posted_at {posted_at} is not a time the extractors can read")
         outcome = ADDED
         if posted_at < self.watermark:
             # The caller's lateness bound was broken; featurize it now rather than drop it.

@@ -30,7 +30,6 @@ does not take the record.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from libs.common.health import Probes, add_health_routes
+from libs.common.json_body import BadJsonBody, parse_json_body
 from services.supervisor import decisions as dec
 from services.supervisor import metrics as m
 from services.supervisor.settings import SupervisorSettings
@@ -130,12 +130,11 @@ def create_app(sup: Supervisor, probes: Probes, settings: SupervisorSettings) ->
         refused = authorise(request, action)
         if refused is not None:
             return refused
-        raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
+            body = parse_json_body(await request.body(), empty={})
             if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-        except ValueError as exc:
+                raise BadJsonBody("the body must be a JSON object")
+        except BadJsonBody as exc:
             m.OPERATOR_REQUESTS.labels(action, "invalid").inc()
             return JSONResponse({"error": "invalid", "detail": f"bad JSON body: {exc}"}, 400)
         if not sup.rebuilt.is_set():

@@ -272,7 +272,9 @@ class Supervisor:
                 self.sup.instance(record)
             elif self.sup.model_event(record):
                 self._status_dirty.add(record.get("model_version") or "")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # ArithmeticError: a prediction with latency_ms inf raised OverflowError in the
+            # windows and killed the supervisor (found by the fuzz test).
             self._dead_letter(exc, msg, reason="unusable_record")
 
     def _dead_letter(self, exc: Exception, msg: confluent_kafka.Message, reason: str | None = None) -> None:

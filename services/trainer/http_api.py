@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Body, FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from libs.common.health import Probes, add_health_routes
+from libs.common.json_body import BadJsonBody, parse_json_body
 
 if TYPE_CHECKING:
     from services.trainer.service import Trainer
@@ -44,8 +45,17 @@ def create_app(trainer: Trainer, probes: Probes) -> FastAPI:
         return trainer.status_doc
 
     @app.post("/v1/train", status_code=202)
-    def train_now(body: dict[str, Any] | None = Body(default=None)) -> JSONResponse:
-        version = (body or {}).get("extractor_version")
+    async def train_now(request: Request) -> JSONResponse:
+        # The body is read here, not by FastAPI: its validation error echoes the input, which
+        # fails to render when that holds NaN or a lone surrogate (a 500).
+        try:
+            body = parse_json_body(await request.body(), empty={})
+        except BadJsonBody as exc:
+            return JSONResponse({"error": "invalid", "detail": str(exc)}, status_code=400)
+        version = body.get("extractor_version") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(version, str | None):
+            detail = 'the body must be {"extractor_version": "<version>"} or empty'
+            return JSONResponse({"error": "invalid", "detail": detail}, status_code=422)
         if not trainer.rebuilt:
             return JSONResponse(
                 {"error": "not_ready", "detail": "the training window is still being rebuilt from instances"},

@@ -77,3 +77,37 @@ def test_a_raw_record_of_about_a_megabyte_is_dead_lettered_and_the_stream_goes_o
         assert json.loads(collector.http.get("/readyz").text)["ready"] is True
     finally:
         collector.stop()
+
+
+def test_hostile_event_ids_and_keys_are_refused_with_a_4xx_not_a_500(topics, tmp_path):
+    """Found by the fuzz test: the answer echoed a NaN event_id (not JSON) or a lone surrogate
+    (not UTF-8), and a key with a lone surrogate broke the dead letter: each was a 500."""
+    settings = topics
+    collector = CollectorProcess(settings, tmp_path, api_keys=KEY).wait_ready()
+    auth = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    now = str(int(time.time() * 1000)).encode()
+    bodies = {
+        "nan-id": b'{"event_id":NaN,"pupdate_id":"p1","sniffer_id":"s1","liked_at":' + now + b"}",
+        "lone-id": b'{"event_id":"e\\ud800","pupdate_id":"p1","sniffer_id":"s1","liked_at":' + now + b"}",
+        "lone-key": b'{"event_id":"e1","pupdate_id":"\\udfff","sniffer_id":"s1","liked_at":-1}',
+        "batch": b'[{"event_id":Infinity},{"event_id":"\\ud800","pupdate_id":"\\ud800"}]',
+    }
+    try:
+        for rid, body in bodies.items():
+            r = collector.http.post("/v1/likes", content=body, headers=auth | {"X-Request-Id": rid})
+            assert r.status_code == 422, (rid, r.status_code, r.text)
+            assert r.json()["request_id"] == rid
+        assert r.json()["results"][1]["event_id"] == "\ud800"  # escaped in the JSON, then read back
+        assert r.json()["results"][0]["event_id"] is None  # a number is not echoed as an event_id
+        want = {"nan-id", "lone-id", "lone-key", "batch#0", "batch#1"}
+        dead: dict = {}
+        deadline = time.monotonic() + 30
+        while set(dead) != want and time.monotonic() < deadline:
+            dead = {d["request_id"]: d for d in _dead_letters(settings) if d["request_id"]}
+            time.sleep(0.5)
+        assert set(dead) == want
+        assert dead["lone-key"]["key"] == "\udfff".encode("utf-8", "surrogatepass")
+        assert all(d["reason"] for d in dead.values())
+        assert collector.http.get("/healthz").status_code == 200
+    finally:
+        collector.stop()

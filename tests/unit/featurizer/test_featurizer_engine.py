@@ -226,3 +226,16 @@ def test_a_pupdate_arriving_after_its_horizon_closed_gets_features_but_no_instan
     )
     assert [i.pupdate["pupdate_id"] for i in instances] == [within["pupdate_id"]]
     assert engine.counters.pupdates_unlabelled == 1 and engine.counters.pupdates_late == 2
+
+
+@pytest.mark.parametrize("posted_at", [253_402_300_800_000, 2**63 - 1, -1, -(2**63)])
+def test_a_posted_at_no_extractor_can_read_is_refused_when_added_not_when_released(posted_at):
+    # Found by the fuzz test: a fact posted in the year 10000 was accepted, then its extraction
+    # raised in advance() and killed the featurizer; refused at once, the fact is dead-lettered.
+    engine = FeatureEngine([EXTRACTORS["v1"]], horizon_ms=HORIZON)
+    bad, good = world(9, 2)[0]
+    with pytest.raises(ValueError, match="posted_at"):
+        engine.add_pupdate(bad | {"posted_at": posted_at})
+    engine.add_pupdate(good)
+    features, _ = engine.advance(2**62)
+    assert [f.pupdate["pupdate_id"] for f in features] == [good["pupdate_id"]]
