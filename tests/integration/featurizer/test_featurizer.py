@@ -15,6 +15,7 @@ from libs.common.serde import serde
 from libs.common.topics import FEATURES, INSTANCES, PUPDATES
 from sniffable import SimConfig
 from tests.support import REPO
+from tests.support.facts import pupdate_fact
 from tests.support.feature_reference import reference
 from tests.support.kafkautil import read_all, wait_for
 from tests.support.simworld import START_MS, facts_from_simulation
@@ -209,21 +210,7 @@ def test_bad_facts_are_dead_lettered_and_the_featurizer_keeps_going(topics):
 
     settings = topics
     producer = Producer(settings, name="bad-facts")
-    good = {
-        "event_id": "e1",
-        "pupdate_id": "p-good",
-        "dog_id": "d1",
-        "posted_at": START_MS,
-        "hashtags": ["#pug"],
-        "caption": None,
-        "photo_filter": None,
-        "dog": {"breed": "Pug", "size": "SMALL", "age_months": None},
-        "dog_followers": 3,
-        "country": "JP",
-        "app_version": "3.0.0",
-        "raw_schema": "",
-        "collected_at": START_MS,
-    }
+    good = pupdate_fact("p-good", START_MS, event_id="e1")
     producer.produce(settings.topic(PUPDATES), b"\x00not avro", key="p-garbage")
     producer.produce(
         settings.topic(PUPDATES),

@@ -8,28 +8,11 @@ import time
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import DEADLETTERS, FEATURES, INSTANCES, PUPDATES
+from tests.support.facts import pupdate_fact
 from tests.support.kafkautil import read_all, wait_for
 from tests.support.procs import ServiceProcess
 
 HORIZON_MS = 2_000
-
-
-def _pupdate(pid: str, posted_at: int) -> dict:
-    return {
-        "event_id": f"e-{pid}",
-        "pupdate_id": pid,
-        "dog_id": "d1",
-        "posted_at": posted_at,
-        "hashtags": ["#pug"],
-        "caption": None,
-        "photo_filter": None,
-        "dog": {"breed": "Pug", "size": "SMALL", "age_months": None},
-        "dog_followers": 3,
-        "country": "JP",
-        "app_version": "3.0.0",
-        "raw_schema": "",
-        "collected_at": posted_at,
-    }
 
 
 def _ids(settings, base: str, stem: str) -> list[str]:
@@ -42,7 +25,9 @@ def test_a_pupdate_older_than_one_horizon_behind_the_watermark_is_dead_lettered_
     t0 = int(time.time() * 1000) - 60_000
 
     def write(pid: str, posted_at: int) -> None:
-        producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(_pupdate(pid, posted_at)), key=pid)
+        producer.produce(
+            settings.topic(PUPDATES), serde("pupdate").encode(pupdate_fact(pid, posted_at)), key=pid
+        )
         producer.flush(30)
 
     featurizer = ServiceProcess(

@@ -13,30 +13,13 @@ from libs.common.features.online_view import OnlineView
 from libs.common.kafka.producer import Producer
 from libs.common.serde import serde
 from libs.common.topics import INSTANCES, LIKES, PUPDATES
+from tests.support.facts import pupdate_fact
 from tests.support.kafkautil import read_all, wait_for
 from tests.support.procs import ServiceProcess
 from tests.support.scorer import RedisServer
 from tests.support.simworld import START_MS
 
 HORIZON_MS = 60_000
-
-
-def _pupdate(pid: str, dog: str, posted_at: int, tags: list[str]) -> dict:
-    return {
-        "event_id": f"e-{pid}",
-        "pupdate_id": pid,
-        "dog_id": dog,
-        "posted_at": posted_at,
-        "hashtags": tags,
-        "caption": None,
-        "photo_filter": None,
-        "dog": {"breed": "Pug", "size": "SMALL", "age_months": None},
-        "dog_followers": 3,
-        "country": "JP",
-        "app_version": "3.0.0",
-        "raw_schema": "",
-        "collected_at": posted_at,
-    }
 
 
 def _like(event_id: str, pid: str, liked_at: int) -> dict:
@@ -86,7 +69,14 @@ def test_a_like_resent_after_the_collector_forgot_it_is_counted_once(topics, tmp
     # like-1 again, as the collector lets it through once it has forgotten its id
     likes = [_like("like-1", "p1", t + 10), _like("like-2", "p1", t + 20), _like("like-1", "p1", t + 10)]
     # p2, two horizons later, moves event time past p1's horizon
-    _write(topics, [_pupdate("p1", "d1", t, ["#pug"]), _pupdate("p2", "d1", t + 2 * HORIZON_MS, [])], likes)
+    _write(
+        topics,
+        [
+            pupdate_fact("p1", t, dog="d1", tags=["#pug"]),
+            pupdate_fact("p2", t + 2 * HORIZON_MS, dog="d1", tags=[]),
+        ],
+        likes,
+    )
     proc = _featurizer(topics, tmp_path)
     try:
         wait_for(lambda: "p1" in _instances(topics), timeout=60, what="p1's instance")
@@ -112,8 +102,13 @@ class ViewRun:
 
     def __init__(self, settings, tmp_path, redis_server: RedisServer, **opts) -> None:
         t = START_MS
-        pupdates = [_pupdate(f"p{i}", f"d{i % 3}", t + i * 1000, ["#pug", f"#tag{i % 4}"]) for i in range(12)]
-        pupdates.append(_pupdate("late", "dz", t + 3 * HORIZON_MS, []))  # closes every horizon above
+        pupdates = [
+            pupdate_fact(f"p{i}", t + i * 1000, dog=f"d{i % 3}", tags=["#pug", f"#tag{i % 4}"])
+            for i in range(12)
+        ]
+        pupdates.append(
+            pupdate_fact("late", t + 3 * HORIZON_MS, dog="dz", tags=[])
+        )  # closes every horizon above
         _write(settings, pupdates, [_like(f"l{i}", f"p{i}", t + i * 1000 + 5) for i in range(12)])
         self.proc = _featurizer(settings, tmp_path, redis_url=redis_server.url, **opts)
         self.client = redis.Redis.from_url(redis_server.url)

@@ -84,6 +84,19 @@ def test_compiled_and_lightgbm_agree_to_1e_9_on_every_published_shape(models):
         assert worst <= AGREEMENT_RTOL, f"{name}: max relative difference {worst:.3g} over {len(x)} rows"
 
 
+def outcome(
+    compiler: Compiler, version: str, *, want: str | None = None, timeout: float = 60.0
+) -> str | None:
+    """The compiler's outcome for a version once it has one (``want``: once it is that one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = compiler.done.get(version)
+        if got is not None and want in (None, got):
+            return got
+        time.sleep(0.05)
+    return compiler.done.get(version)
+
+
 def test_the_compiler_swaps_native_code_in_and_predictions_stay_the_same(tmp_path):
     art = make_artifact(train_model_text(rounds=40, seed=4), created_at=1)
     model = load(art, source="test")
@@ -93,20 +106,13 @@ def test_the_compiler_swaps_native_code_in_and_predictions_stay_the_same(tmp_pat
     compiler.start()
     try:
         compiler.submit(model, model.text, art.sha256)
-        for _ in range(600):
-            if art.model_version in compiler.done:
-                break
-            time.sleep(0.1)
-        assert compiler.done.get(art.model_version) == "compiled"
+        assert outcome(compiler, art.model_version) == "compiled"
         assert model.compiled is not None
         np.testing.assert_allclose(model.predict(x), before, rtol=AGREEMENT_RTOL)
         # A second load of the same artifact (a restart) finds the shared object: no compile.
         again = load(art, source="test")
         compiler.submit(again, again.text, art.sha256)
-        for _ in range(100):
-            if compiler.done.get(art.model_version) == "cached":
-                break
-            time.sleep(0.05)
+        assert outcome(compiler, art.model_version, want="cached", timeout=10) == "cached"
         assert again.compiled is not None
     finally:
         compiler.stop()
@@ -119,11 +125,7 @@ def test_a_compile_that_fails_leaves_lightgbm_predicting(tmp_path):
     compiler.start()
     try:
         compiler.submit(model, model.text, art.sha256)
-        for _ in range(300):
-            if art.model_version in compiler.done:
-                break
-            time.sleep(0.05)
-        assert compiler.done[art.model_version] == "failed"
+        assert outcome(compiler, art.model_version, timeout=15) == "failed"
         assert model.compiled is None
         assert np.all(np.isfinite(model.predict(check_batch(len(model.feature_names)))))
     finally:
