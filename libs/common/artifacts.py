@@ -30,6 +30,7 @@ readers skip it and take the version from the topic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -540,3 +541,34 @@ def rebuild_cache(
         },
     )
     return report
+
+
+class ArtifactStore:
+    """Where an evicted version's artifact comes back from: the Redis model cache, else the
+    ``models`` topic itself (the record, read from its start: seconds, but only when a version
+    that fell out of both memory and the bounded cache is selected again). What the topic gives
+    back is put into the cache again, best effort. Loading verifies it, wherever it came from."""
+
+    def __init__(self, cache: ModelCache, settings: Any, *, timeout: float = 60.0) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.timeout = timeout
+
+    def get(self, version: str) -> ModelArtifact | None:
+        import redis
+
+        try:
+            art = self.cache.get(version)
+        except (redis.RedisError, CacheEntryError) as exc:
+            log.warning("model cache unusable for a fetch; reading the topic", extra={"error": str(exc)})
+            art = None
+        if art is not None:
+            return art
+        for _offset, event in read_model_events(self.settings, timeout=self.timeout):
+            if event.get("kind") == EventKind.PUBLISHED and event.get("model_version") == version:
+                art = ModelArtifact.from_event(event)
+                with contextlib.suppress(redis.RedisError):
+                    self.cache.put(art)
+                log.info("evicted artifact read back from the models topic", extra={"model_version": version})
+                return art
+        return None

@@ -9,7 +9,7 @@ their artifact failed verification or loading.
 Compressed artifacts are kept only for the versions :meth:`ModelsLedger.worth_keeping` names
 (``artifacts_kept`` newest non-retired per extractor version, plus champion, challenger and
 activated ones); the others keep their metadata and are in ``evicted``: if one is selected
-again, the registry fetches its artifact back from the Redis model cache.
+again, the registry fetches its artifact back from the Redis model cache, else the topic.
 
 When no version is usable, the reason a fallback gives is ``paused`` (versions exist but are
 paused), ``no_model`` (none for this extractor version and none at all) or

@@ -27,7 +27,13 @@ from typing import Any
 import confluent_kafka
 import redis
 
-from libs.common.artifacts import ArtifactIntegrityError, CacheEntryError, ModelArtifact, ModelCache
+from libs.common.artifacts import (
+    ArtifactIntegrityError,
+    ArtifactStore,
+    CacheEntryError,
+    ModelArtifact,
+    ModelCache,
+)
 from libs.common.kafka.replay import LARGE_FETCH, ReplayReader
 from libs.common.model_loading import ModelLoadError
 from libs.common.models_ledger import EventKind
@@ -153,8 +159,8 @@ class Registry:
                 self.catalog.refuse(version, "artifact_evicted")
                 m.MODEL_REFUSED.labels("artifact_evicted").inc()
                 log.error(
-                    "model version selected again but its artifact was evicted and is not in the "
-                    "Redis model cache; refused until the scorer restarts (which reads it from the topic)",
+                    "model version selected again but its artifact was evicted and is neither in the "
+                    "Redis model cache nor on the models topic; refused",
                     extra={"model_version": version},
                 )
                 return None
@@ -298,7 +304,7 @@ class ModelsFeed(threading.Thread):
             socket_connect_timeout=settings.redis_timeout_s,
         )
         self.cache = ModelCache(client, settings.topic_prefix, service="scorer")
-        registry.fetch = self.cache.get
+        registry.fetch = ArtifactStore(self.cache, settings).get  # Redis, else the topic
         self.error: BaseException | None = None
         self.events_read = 0
         self._redis_warned = False

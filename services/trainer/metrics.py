@@ -56,4 +56,8 @@ LEADERSHIP_CHANGES = Counter("pooch_trainer_leadership_changes_total", "Leadersh
 CACHE_REPAIRS = Counter(
     "pooch_trainer_cache_repairs_total", "Model versions written back to Redis after it lost them."
 )
+CACHE_TRIMMED = Counter(
+    "pooch_trainer_cache_trimmed_total",
+    "Model versions deleted from the Redis model cache because they are no longer worth keeping.",
+)
 WINDOW_REBUILT = Gauge("pooch_trainer_window_rebuilt", "1 once the window was rebuilt from the topic.")

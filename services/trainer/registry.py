@@ -11,7 +11,7 @@ champion, never cached.
 Memory stays bounded on a long run: verified texts are kept for the ``keep_artifacts`` newest
 versions per extractor (plus the champion), and the compressed artifacts only for the versions
 :meth:`ModelsLedger.worth_keeping` names; an evicted version keeps its metadata, and if it
-becomes champion again its artifact is fetched back from the Redis model cache (``fetch``).
+becomes champion again its artifact is fetched back (``fetch``: the Redis model cache, else the topic).
 """
 
 from __future__ import annotations

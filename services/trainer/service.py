@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from libs.common.artifacts import ModelArtifact, ModelCache, build_artifact
+from libs.common.artifacts import ArtifactStore, ModelArtifact, ModelCache, build_artifact
 from libs.common.deadletters import DeadLetters
 from libs.common.features.extractors import CATEGORICAL, EXTRACTORS
 from libs.common.kafka.producer import Producer
@@ -111,7 +111,7 @@ class Trainer:
             settings.topic_prefix,
             service=SERVICE,
         )
-        self.registry.fetch = self.cache.get
+        self.registry.fetch = ArtifactStore(self.cache, settings).get  # Redis, else the topic
         self.dead = DeadLetters(settings, SERVICE)
         self.dlq_producer = Producer(settings, name=f"{SERVICE}-deadletters")
         self.publisher = Publisher(settings, name=SERVICE)
@@ -452,6 +452,25 @@ class Trainer:
                 "model cache repaired from the models topic",
                 extra={"versions": repaired, "missing": len(missing)},
             )
+        if self.election.is_leader:
+            self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """The bound of the Redis model cache: only the versions the ledger says are worth keeping
+        (the ``cache_versions_kept`` newest non-retired per extractor, and whatever is champion,
+        challenger or activated). One writer trims (the leader); a version trimmed and selected
+        again later is read back from the topic (libs/common/artifacts.ArtifactStore)."""
+        keep = self.registry.worth_keeping(self.s.cache_versions_kept)
+        try:
+            gone = [v for v in self.cache.versions() if v not in keep]
+            for v in gone:
+                self.cache.delete(v)
+        except redis.RedisError as exc:
+            log.warning("Redis unreachable; model cache not trimmed", extra={"error": str(exc)})
+            return
+        if gone:
+            m.CACHE_TRIMMED.inc(len(gone))
+            log.info("model cache trimmed to the versions worth keeping", extra={"versions": gone})
 
     # -- state for probes and HTTP ------------------------------------------------------------
 

@@ -89,6 +89,12 @@ class TrainerSettings(CommonSettings):
     )
     heartbeat_interval_ms: int = Field(500, ge=100)
     batch_size: int = Field(5_000, ge=1)
+    cache_versions_kept: int = Field(
+        20,
+        ge=1,
+        description="The Redis model cache keeps this many newest non-retired versions per extractor "
+        "version (plus champion, challenger and activated ones); the leader deletes the rest.",
+    )
     cache_check_interval_s: float = Field(
         5.0, gt=0, description="How often Redis is checked for lost models."
     )

@@ -105,3 +105,38 @@ def test_rebuild_cache_puts_every_verified_model_back_and_refuses_tampered_ones(
         assert cache.load_text(art.model_version) == art.model_text()
     again = rebuild_cache(settings, cache)
     assert again.cached == 0, "only what is missing is written"
+
+
+def test_the_model_cache_is_bounded_and_a_trimmed_version_comes_back_from_the_topic(
+    topics, tmp_path, private_redis
+):
+    """Issue 11, item 8: the Redis model cache kept every version anyone cached, for ever. The
+    leading trainer now trims it to the versions worth keeping; one trimmed and needed again
+    (everything newer paused) is read back from the models topic, and cached again."""
+    from libs.common.artifacts import ArtifactStore
+    from services.scorer.fixtures import make_artifact, model_event, publish_events, train_model_text
+
+    arts = [make_artifact(train_model_text(rounds=5, seed=i), created_at=i + 1) for i in range(6)]
+    publish_events(topics, [a.to_event() for a in arts])
+    cache = ModelCache(redis.Redis.from_url(private_redis), topics.topic_prefix, service="test")
+    for a in arts:
+        cache.put(a)  # a cache as a long run leaves it: every version ever published
+    trainer = TrainerProc(topics, tmp_path, redis_url=private_redis, POOCH_TRAINER_CACHE_VERSIONS_KEPT=2)
+    try:
+        trainer.wait_ready()
+        newest = {a.model_version for a in arts[-2:]}
+        wait_for(
+            lambda: set(cache.versions()) == newest, timeout=30, what="the cache trimmed to the 2 newest"
+        )
+        assert trainer.metric("pooch_trainer_cache_trimmed_total") == 4
+    finally:
+        trainer.stop()
+
+    # Every version newer than the oldest is paused: the oldest serves again; its artifact is
+    # no longer cached, so it comes from the topic (and goes back into the cache).
+    publish_events(topics, [model_event("PAUSED", a.model_version) for a in arts[1:]])
+    store = ArtifactStore(cache, topics)
+    art = store.get(arts[0].model_version)
+    assert art is not None and art.model_text() == arts[0].model_text()
+    assert arts[0].model_version in cache.versions()
+    assert store.get("v1-0000000000000000") is None
