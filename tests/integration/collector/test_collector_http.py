@@ -6,6 +6,8 @@ import collections
 import json
 import time
 
+import pytest
+
 from libs.common.serde import serde
 from libs.common.topics import DEADLETTERS
 from sniffable import DUPLICATE, HTTP_KINDS, ListSink, SimConfig, run
@@ -129,6 +131,7 @@ def test_http_answers_every_kind_of_request(topics, tmp_path):
         assert collector.stop() == 0, collector.log_tail()
 
 
+@pytest.mark.serial  # asserts answers within a second
 def test_kafka_down_answers_503_within_a_second_and_recovers(private_stack, tmp_path):
     """A broker of its own (so stopping it disturbs nobody): stop it mid-traffic, then start it again."""
     private_stack.up(components=["kafka"], partitions=3, topic_prefix="down.")

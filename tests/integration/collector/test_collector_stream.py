@@ -11,6 +11,7 @@ import json
 import time
 
 import confluent_kafka
+import pytest
 
 from libs.common.kafka.producer import Producer
 from libs.common.serde import Serde, default_store
@@ -77,6 +78,7 @@ def test_ten_thousand_simulated_events_become_exact_facts_and_dead_letters(topic
     _check_exact(report, Outputs(settings))  # nothing more after a clean stop
 
 
+@pytest.mark.serial  # a 2 s waiting room: a starved collector dead-letters good likes
 def test_sigkill_mid_stream_and_restart_gives_the_same_facts_no_loss_no_duplicate(topics, tmp_path):
     settings = topics
     report, events = _simulate(settings)

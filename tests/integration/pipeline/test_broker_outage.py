@@ -12,6 +12,8 @@ import collections
 import threading
 import time
 
+import pytest
+
 from libs.common.kafka.producer import Producer
 from libs.common.serde import Serde, serde
 from libs.common.settings import CommonSettings
@@ -86,6 +88,7 @@ def _assert_alive(procs: dict[str, ServiceProcess]) -> None:
     )
 
 
+@pytest.mark.serial  # a broker of its own and five services: the heaviest test, with throughput floors
 def test_every_service_rides_out_a_20_s_broker_outage_with_exact_outputs(private_stack, redis_url, tmp_path):
     private_stack.up(components=["kafka"], partitions=3, topic_prefix="out.")
     # Redis stays the shared one: only the broker goes away.

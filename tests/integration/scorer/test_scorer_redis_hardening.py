@@ -112,7 +112,11 @@ def test_malformed_online_view_values_are_treated_as_missing(topics, tmp_path, m
     client.set(view.dog_key("dog-bad"), b'{"posts": "twelve", "matured": []}')
     client.set(view.tag_key("v1", "puppy"), b"[]")
     publish_events(topics, [models["a"].to_event()])
-    scorer = ScorerProcess(topics, tmp_path, role="whatif", registry_sync_timeout_s=10).wait_ready()
+    # The deadline is not under test here: a slow first read on a loaded machine must not turn
+    # "unavailable" into "timeout".
+    scorer = ScorerProcess(
+        topics, tmp_path, role="whatif", registry_sync_timeout_s=10, whatif_deadline_ms=2000
+    ).wait_ready()
     try:
         for draft in (DRAFT, DRAFT | {"dog_id": "dog-bad"}):
             row = _answer(scorer, draft)

@@ -76,6 +76,7 @@ def test_sigkill_midstream_then_restart_gives_exactly_one_prediction(topics, tmp
     assert before >= 1500 and after > 0, (before, after)
 
 
+@pytest.mark.serial  # asserts effects within a second
 def test_model_swap_and_pauses_midstream_take_effect_within_a_second(topics, tmp_path, models):
     a, b = models["a"].model_version, models["b"].model_version
     publish_events(topics, [models["a"].to_event()])

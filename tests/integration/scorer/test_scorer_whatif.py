@@ -57,7 +57,11 @@ def test_whatif_uses_the_online_view_rejects_bad_drafts_and_survives_redis_stopp
         Stats(1000, 9000.0),
         1_794_999_000_000,
     )
-    scorer = ScorerProcess(topics, tmp_path, redis_url=online.url, role="whatif").wait_ready()
+    # The deadline is not under test here (tests/unit/scorer/test_scorer_whatif.py is): a slow
+    # read on a loaded machine must not turn a state into "timeout".
+    scorer = ScorerProcess(
+        topics, tmp_path, redis_url=online.url, role="whatif", whatif_deadline_ms=2000
+    ).wait_ready()
     try:
         r = scorer.http.post("/v1/predict", json={"draft": DRAFT})
         assert r.status_code == 200, r.text
