@@ -1,0 +1,96 @@
+"""The pure parts of bench/e2e.py: percentiles, the sustained-load rule and the rate search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.e2e import best_sustained, next_rate, percentile, slope, sustained
+
+
+def test_percentile_is_nearest_rank_of_measured_values() -> None:
+    values = list(range(1, 101))  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([3, 1, 2], 50) == 2  # unsorted input
+    assert math.isnan(percentile([], 50))
+
+
+def test_p99_of_a_tail_is_the_tail() -> None:
+    # 2 % of the values are slow: the p99 must be one of them, not an average towards them
+    values = [10.0] * 98 + [500.0, 900.0]
+    assert percentile(values, 99) == 500.0
+    assert percentile(values, 50) == 10.0
+
+
+def test_slope() -> None:
+    assert slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
+    assert slope([(0, 4), (1, 4)]) == 0.0
+    assert slope([(1, 4)]) == 0.0
+
+
+def _samples(seconds: float, backlog) -> list[tuple[float, int]]:
+    return [(t / 4, int(backlog(t / 4))) for t in range(int(seconds * 4) + 1)]
+
+
+def test_a_bounded_backlog_is_sustained() -> None:
+    # 1,000/s at ~80 ms of latency holds ~80 in flight, with noise
+    samples = _samples(20, lambda t: 80 + (15 if int(t * 4) % 2 else -15))
+    v = sustained(samples, 1000, offered=20_000, seconds=20)
+    assert v.ok, v.why
+
+
+def test_a_growing_backlog_is_not_sustained() -> None:
+    # served 900 of 1,000/s: the backlog grows by 100/s, 10 % of the offered rate
+    samples = _samples(20, lambda t: 80 + 100 * t)
+    v = sustained(samples, 1000, offered=20_000, seconds=20)
+    assert not v.ok and "grew" in v.why
+
+
+def test_a_large_but_flat_backlog_is_not_sustained() -> None:
+    # flat, but 8 s of load waiting: the system fell behind early and never caught up
+    samples = _samples(20, lambda t: 8000)
+    v = sustained(samples, 1000, offered=20_000, seconds=20)
+    assert not v.ok and "reached" in v.why
+
+
+def test_an_app_that_could_not_offer_the_load_is_not_sustained() -> None:
+    samples = _samples(20, lambda t: 50)
+    v = sustained(samples, 1000, offered=15_000, seconds=20)
+    assert not v.ok and "sent only" in v.why
+
+
+def test_search_doubles_until_a_failure_then_bisects() -> None:
+    tried = {100.0: True, 1000.0: True}
+    assert next_rate(tried, max_rate=16_000) == 2000
+    tried[2000.0] = True
+    assert next_rate(tried, max_rate=16_000) == 4000
+    tried[4000.0] = False
+    assert next_rate(tried, max_rate=16_000) == 3000
+    tried[3000.0] = True
+    assert next_rate(tried, max_rate=16_000) == 3500
+    tried[3500.0] = False
+    # 3,000 and 3,500 are within 17 %; with a 15 % resolution one more bisection
+    assert next_rate(tried, max_rate=16_000) == 3250
+    tried[3250.0] = True
+    assert next_rate(tried, max_rate=16_000) is None
+    assert best_sustained(tried) == 3250
+
+
+def test_search_stops_at_the_max_rate_and_when_even_the_first_rate_failed() -> None:
+    assert next_rate({1000.0: True, 2000.0: True}, max_rate=2000) is None
+    assert next_rate({1000.0: True}, max_rate=1500) == 1500
+    assert next_rate({100.0: False, 1000.0: False}, max_rate=16_000) is None
+    assert next_rate({}, max_rate=16_000) is None
+
+
+def test_search_bisects_below_the_second_fixed_rate() -> None:
+    assert next_rate({100.0: True, 1000.0: False}, max_rate=16_000) == 550
+
+
+def test_a_pass_above_a_failure_does_not_count() -> None:
+    assert best_sustained({1000.0: True, 2000.0: False, 3000.0: True}) == 1000
+    assert best_sustained({100.0: False}) is None
