@@ -102,8 +102,11 @@ def sustained(
     if len(half) < 3:
         return Verdict(False, "too few lag samples in the second half of the step")
     growth = slope(half)
-    if growth > growth_share * rate:
-        return Verdict(False, f"backlog grew {growth:,.0f}/s (limit {growth_share * rate:,.0f}/s)")
+    # at low rates a few records of scheduling noise are a large share: a floor of 25/s still
+    # fails a system that serves 75 of 100/s
+    limit = max(growth_share * rate, 25.0)
+    if growth > limit:
+        return Verdict(False, f"backlog grew {growth:,.0f}/s (limit {limit:,.0f}/s)")
     worst = max(n for _, n in half)
     if worst > max(backlog_s * rate, 50):
         return Verdict(False, f"backlog reached {worst:,.0f} ({worst / rate:.1f} s of load)")
@@ -173,6 +176,8 @@ class StepResult:
     drain_s: float
     verdict: Verdict
     fallbacks: dict[str, int] = dataclasses.field(default_factory=dict)
+    cores: dict[str, float] = dataclasses.field(default_factory=dict)  # CPU cores used while sending
+    hops: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)  # (p50, p99) to there
 
     def row(self) -> str:
         mark = "sustained" if self.verdict.ok else "NOT sustained"
@@ -182,7 +187,11 @@ class StepResult:
             f"{self.chain:<12} {self.rate:>7,.0f}/s  sent {self.sent:>7,}  delivered {self.delivered:>7,} "
             f"({self.delivered_per_s:>7,.0f}/s)  p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
             f"doubled {self.doubled}  missing {self.missing}  drain {self.drain_s:4.1f} s  {mark}: "
-            f"{self.verdict.why}{extra}"
+            f"{self.verdict.why}{extra}\n{'':>14}cores busy: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
+            + f"\n{'':>14}p50/p99 from the app to: "
+            + ", ".join(f"{k} {a:.0f}/{b:.0f} ms" for k, (a, b) in self.hops.items())
+            + f", {self.chain} output {self.p50_ms:.0f}/{self.p99_ms:.0f} ms"
         )
 
 
@@ -259,17 +268,28 @@ class App:
 
 
 class Reader:
-    """Reads the chain's output read_committed from its end; one arrival time per pupdate id."""
+    """Reads the chain's output read_committed from its end; one arrival time per pupdate id.
 
-    def __init__(self, settings, topic: str, app: App, decode: bool) -> None:
+    ``hops`` (label, topic): intermediate topics read the same way, so the latency splits by hop
+    (the first arrival of each id there; the keys alone are read, nothing decoded)."""
+
+    def __init__(
+        self, settings, topic: str, app: App, decode: bool, hops: Sequence[tuple[str, str]] = ()
+    ) -> None:
         from confluent_kafka import OFFSET_END, TopicPartition
 
         from libs.common.kafka.clients import new_consumer
 
         self.app = app
+        self.topic = topic
         self.consumer = new_consumer(settings, name="e2e-reader", **{"fetch.wait.max.ms": 10})
-        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+        self.hop_of = {t: label for label, t in hops}
+        self.hop_arrived: dict[str, dict[str, float]] = {label: {} for label, _ in hops}
+        assignment = []
+        for t in [topic, *self.hop_of]:
+            parts = self.consumer.list_topics(t, timeout=10).topics[t].partitions
+            assignment += [TopicPartition(t, p, OFFSET_END) for p in parts]
+        self.consumer.assign(assignment)
         self.serde = None
         if decode:
             from libs.common.serde import Serde
@@ -295,6 +315,10 @@ class Reader:
                     key = msg.key().decode()
                     if key not in self.app.due:
                         continue  # the warm start's history
+                    hop = self.hop_of.get(msg.topic())
+                    if hop is not None:
+                        self.hop_arrived[hop].setdefault(key, now)
+                        continue
                     if key in self.arrived:
                         self.doubled += 1
                         continue
@@ -313,9 +337,42 @@ class Reader:
         self.consumer.close()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its threads so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The local Kafka broker's JVM, to show its share of the machine (it serves every helper)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+            except OSError:
+                continue
+    return None
+
+
 def run_step(
-    chain: str, app: App, reader: Reader, rate: float, seconds: float, drain_timeout: float, say
+    chain: str,
+    app: App,
+    reader: Reader,
+    rate: float,
+    seconds: float,
+    drain_timeout: float,
+    say,
+    procs=lambda: {},
 ) -> StepResult:
+    pids = procs() | {"bench (app + reader)": os.getpid()}
+    kafka = broker_pid()
+    if kafka:
+        pids["kafka broker"] = kafka
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     first = app.n
     base_delivered = reader.delivered()
     base_doubled = reader.doubled
@@ -336,6 +393,11 @@ def run_step(
             say(f"  {chain} {rate:,.0f}/s: {t:4.0f} s, sent {app.n - first:,}, backlog {samples[-1][1]:,}")
     feed_s = took[0] if took else time.monotonic() - t0
     end_feed = time.monotonic()
+    cpu = {}
+    for name, pid in pids.items():
+        after = cpu_seconds(pid)
+        if after is not None and cpu0.get(name) is not None:
+            cpu[name] = round((after - cpu0[name]) / max(end_feed - t0, 1e-3), 2)
     ids = [f"e2e-{app.run}-{i}" for i in range(first, app.n)]
     deadline = end_feed + drain_timeout
     while time.monotonic() < deadline and reader.delivered() - base_delivered < len(ids):
@@ -348,6 +410,10 @@ def run_step(
             1 for i in ids if i in reader.arrived and reader.arrived[i] - app.due[ids[0]] <= seconds * 1000
         )
         fallbacks = Counter(reader.fallback_of[i] for i in ids if i in reader.fallback_of)
+        hops = {}
+        for label, arrived in reader.hop_arrived.items():
+            at = [arrived[i] - app.due[i] for i in ids if i in arrived]
+            hops[label] = (round(percentile(at, 50), 1), round(percentile(at, 99), 1))
         doubled = reader.doubled - base_doubled
     verdict = sustained(samples, rate, offered=len(ids), seconds=seconds)
     if feed_s > seconds * 1.05 and verdict.ok:
@@ -367,23 +433,27 @@ def run_step(
         drain_s=drain_s,
         verdict=verdict,
         fallbacks=dict(fallbacks),
+        cores=cpu,
+        hops=hops,
     )
 
 
-def measure(chain: str, app: App, reader: Reader, plan: argparse.Namespace, say) -> list[StepResult]:
+def measure(
+    chain: str, app: App, reader: Reader, plan: argparse.Namespace, say, procs=lambda: {}
+) -> list[StepResult]:
     say(f"{chain}: warm-up step at 200/s (not counted)")
-    run_step(chain, app, reader, 200, 3, plan.drain, say)
+    run_step(chain, app, reader, 200, 3, plan.drain, say, procs)
     results = []
     tried: dict[float, bool] = {}
     rate: float | None = None
     for fixed in (100.0, 1000.0):
-        res = run_step(chain, app, reader, fixed, plan.seconds, plan.drain, say)
+        res = run_step(chain, app, reader, fixed, plan.seconds, plan.drain, say, procs)
         say(res.row())
         results.append(res)
         tried[fixed] = res.verdict.ok and res.missing == 0
     rate = next_rate(tried, max_rate=plan.max_rate, resolution=plan.resolution)
     while rate is not None:
-        res = run_step(chain, app, reader, rate, plan.seconds, plan.drain, say)
+        res = run_step(chain, app, reader, rate, plan.seconds, plan.drain, say, procs)
         say(res.row())
         results.append(res)
         tried[rate] = res.verdict.ok and res.missing == 0
@@ -546,10 +616,23 @@ def system_chain(args, settings, folder: Path, templates: list[dict], say) -> tu
             args.likes,
             uuid.uuid4().hex[:6],
         )
-        reader = Reader(settings, settings.topic("predictions"), app, decode=True)
+        reader = Reader(
+            settings,
+            settings.topic("predictions"),
+            app,
+            decode=True,
+            hops=[("pupdates", settings.topic("pupdates")), ("features", settings.topic("features"))],
+        )
         profiler = Profiler(svc, args, folder, say) if args.profile else None
         try:
-            results = measure("system", app, reader, args, say)
+            results = measure(
+                "system",
+                app,
+                reader,
+                args,
+                say,
+                lambda: {n: pid for n in svc.specs if (pid := svc.supervision.pid(n))},
+            )
             if profiler:
                 best = best_sustained({r.rate: r.verdict.ok and r.missing == 0 for r in results}) or 100.0
                 info["profile"] = profiler.run(app, reader, best)
@@ -583,7 +666,13 @@ def passthrough_chain(args, settings, folder: Path, templates: list[dict], say) 
             args.likes,
             uuid.uuid4().hex[:6],
         )
-        reader = Reader(settings, settings.topic("pt.predictions"), app, decode=False)
+        reader = Reader(
+            settings,
+            settings.topic("pt.predictions"),
+            app,
+            decode=False,
+            hops=[("hop 1", settings.topic("pt.pupdates")), ("hop 2", settings.topic("pt.features"))],
+        )
         try:
             # the hops join their groups first: the first records wait for the assignment
             deadline = time.monotonic() + 60
@@ -591,7 +680,14 @@ def passthrough_chain(args, settings, folder: Path, templates: list[dict], say) 
             app.producer.flush(30)
             while reader.delivered() == 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            return measure("passthrough", app, reader, args, say)
+            return measure(
+                "passthrough",
+                app,
+                reader,
+                args,
+                say,
+                lambda: {f"hop {i + 1}": p.pid for i, p in enumerate(pt.procs)},
+            )
         finally:
             reader.close()
             app.close()
@@ -607,6 +703,9 @@ class Profiler:
         self.args = args
         self.folder = folder
         self.say = say
+
+    def pids(self) -> dict[str, int]:
+        return {n: pid for n in self.svc.specs if (pid := self.svc.supervision.pid(n))}
 
     def run(self, app: App, reader: Reader, rate: float) -> dict:
         import shutil
@@ -643,7 +742,7 @@ class Profiler:
                 out,
             )
         self.say(f"profiling every service for {seconds:g} s at {rate:,.0f}/s")
-        res = run_step("profiled", app, reader, rate, seconds, self.args.drain, self.say)
+        res = run_step("profiled", app, reader, rate, seconds, self.args.drain, self.say, self.pids)
         self.say(res.row())
         summary = {}
         for name, (p, out) in procs.items():
@@ -712,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.time() - started:6.1f} s] {msg}", flush=True)
 
     say(f"prefix {prefix}, logs in {folder}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    templates = templates_from_simulation(args.seed, args.dogs, args.horizon, 20_000)
+    templates = templates_from_simulation(args.seed, args.dogs, args.horizon, 100_000)
     say(f"{len(templates):,} pupdate templates from the simulation; {args.likes} like(s) per pupdate")
     ensure_topics(settings)
     system: list[StepResult] = []

@@ -43,6 +43,18 @@ def test_a_bounded_backlog_is_sustained() -> None:
     assert v.ok, v.why
 
 
+def test_scheduling_noise_at_a_low_rate_is_sustained() -> None:
+    # 100/s on a busy machine: the backlog wanders between 10 and 40, ~6/s of slope over 2.5 s
+    samples = _samples(5, lambda t: 10 + 6 * t + (8 if int(t * 4) % 3 else 0))
+    assert sustained(samples, 100, offered=500, seconds=5).ok
+
+
+def test_a_slow_system_at_a_low_rate_is_not_sustained() -> None:
+    # serves 60 of 100/s: the backlog grows 40/s
+    samples = _samples(20, lambda t: 10 + 40 * t)
+    assert not sustained(samples, 100, offered=2000, seconds=20).ok
+
+
 def test_a_growing_backlog_is_not_sustained() -> None:
     # served 900 of 1,000/s: the backlog grows by 100/s, 10 % of the offered rate
     samples = _samples(20, lambda t: 80 + 100 * t)
