@@ -634,8 +634,10 @@ def system_chain(args, settings, folder: Path, templates: list[dict], say) -> tu
                 lambda: {n: pid for n in svc.specs if (pid := svc.supervision.pid(n))},
             )
             if profiler:
-                best = best_sustained({r.rate: r.verdict.ok and r.missing == 0 for r in results}) or 100.0
-                info["profile"] = profiler.run(app, reader, best)
+                # at the lowest rate it could not sustain, where the time goes is the bottleneck
+                tried = {r.rate: r.verdict.ok and r.missing == 0 for r in results}
+                failed = [r for r, ok in tried.items() if not ok]
+                info["profile"] = profiler.run(app, reader, min(failed, default=max(tried)))
         finally:
             reader.close()
             app.close()
@@ -752,7 +754,9 @@ class Profiler:
 
 
 def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
-    """Self time by function from py-spy's collapsed stacks ("a;b;c count" lines), as shares."""
+    """The main thread's wall time by innermost function, as shares, from py-spy's raw output
+    (``thread (tid): name;frame;...;frame count`` lines, idle samples included): where the
+    service's loop spends its time, waiting on Kafka included, not only its CPU."""
     own: Counter[str] = Counter()
     total = 0
     try:
@@ -761,11 +765,14 @@ def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
         return []
     for line in lines:
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not count.isdigit():
             continue
         frames = stack.split(";")
+        if len(frames) < 2 or not frames[0].endswith(": MainThread"):
+            continue
         total += int(count)
-        own[frames[-1].split(" (")[0]] += int(count)
+        name, _, where = frames[-1].partition(" (")
+        own[f"{name} ({where.split(':')[0]})"] += int(count)
     return [(f, round(c / total, 3)) for f, c in own.most_common(n)] if total else []
 
 
@@ -880,7 +887,7 @@ def report(args, system: list[StepResult], passthrough: list[StepResult], info: 
         print(f"system sustained: {best.get('system') or 0:,.0f} pupdates/s (aim 2,000/s)")
     if info.get("profile"):
         print()
-        print(f"profile at {info['profile']['rate']:,.0f}/s (py-spy, self time by function):")
+        print(f"profile at {info['profile']['rate']:,.0f}/s (py-spy, main thread's wall time by function):")
         for name, frames in info["profile"]["services"].items():
             print(f"  {name}: " + ", ".join(f"{f} {s:.0%}" for f, s in frames[:6]))
 
