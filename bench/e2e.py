@@ -282,7 +282,7 @@ class Reader:
 
         self.app = app
         self.topic = topic
-        self.consumer = new_consumer(settings, name="e2e-reader", **{"fetch.wait.max.ms": 10})
+        self.consumer = new_consumer(settings, name="e2e-reader")
         self.hop_of = {t: label for label, t in hops}
         self.hop_arrived: dict[str, dict[str, float]] = {label: {} for label, _ in hops}
         assignment = []
@@ -737,6 +737,8 @@ class Profiler:
                         "-o",
                         str(out),
                         "--nonblocking",
+                        "--idle",
+                        "--threads",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -754,11 +756,12 @@ class Profiler:
 
 
 def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
-    """The main thread's wall time by innermost function, as shares, from py-spy's raw output
-    (``thread (tid): name;frame;...;frame count`` lines, idle samples included): where the
-    service's loop spends its time, waiting on Kafka included, not only its CPU."""
-    own: Counter[str] = Counter()
-    total = 0
+    """The service loop's wall time by innermost function, as shares, from py-spy's raw output
+    (``thread (tid): name;frame;...;frame count`` lines, idle samples included), so waiting on
+    Kafka shows as well as CPU. The loop's thread is the one with the most samples in the
+    service's own code (``services/``; the HTTP server's thread is mostly idle in its selector)."""
+    by_thread: dict[str, Counter[str]] = {}
+    own_code: Counter[str] = Counter()
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -768,12 +771,18 @@ def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
         if not count.isdigit():
             continue
         frames = stack.split(";")
-        if len(frames) < 2 or not frames[0].endswith(": MainThread"):
+        if len(frames) < 2:
             continue
-        total += int(count)
+        thread = frames[0]
         name, _, where = frames[-1].partition(" (")
-        own[f"{name} ({where.split(':')[0]})"] += int(count)
-    return [(f, round(c / total, 3)) for f, c in own.most_common(n)] if total else []
+        by_thread.setdefault(thread, Counter())[f"{name} ({where.split(':')[0]})"] += int(count)
+        if any("services/" in f and "http" not in f for f in frames[1:]):
+            own_code[thread] += int(count)
+    if not own_code:
+        return []
+    leaves = by_thread[own_code.most_common(1)[0][0]]
+    total = sum(leaves.values())
+    return [(f, round(c / total, 3)) for f, c in leaves.most_common(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
