@@ -106,3 +106,25 @@ def test_search_bisects_below_the_second_fixed_rate() -> None:
 def test_a_pass_above_a_failure_does_not_count() -> None:
     assert best_sustained({1000.0: True, 2000.0: False, 3000.0: True}) == 1000
     assert best_sustained({100.0: False}) is None
+
+
+def test_top_frames_reads_the_loop_thread_of_py_spy_raw_output(tmp_path) -> None:
+    from bench.e2e import top_frames
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "thread (11): Thread-1 (serve);Server.run (uvicorn/server.py:60);"
+        "EpollSelector.select (selectors.py:468) 90\n"
+        "thread (12): Thread-2 (loop);Restarting.run (libs/common/retry.py:158);"
+        "CollectorStream.run_once (services/collector/stream.py:169);"
+        "Serde.encode (libs/common/serde.py:150) 30\n"
+        "thread (12): Thread-2 (loop);Restarting.run (libs/common/retry.py:158);"
+        "CollectorStream.run_once (services/collector/stream.py:160);"
+        "consume_batch (libs/common/kafka/clients.py:105) 10\n"
+    )
+    # the HTTP thread has more samples, but the loop is the thread in the service's own code
+    assert top_frames(raw) == [
+        ("Serde.encode (libs/common/serde.py)", 0.75),
+        ("consume_batch (libs/common/kafka/clients.py)", 0.25),
+    ]
+    assert top_frames(tmp_path / "absent.txt") == []
