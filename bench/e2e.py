@@ -186,7 +186,7 @@ class StepResult:
         return (
             f"{self.chain:<12} {self.rate:>7,.0f}/s  sent {self.sent:>7,}  delivered {self.delivered:>7,} "
             f"({self.delivered_per_s:>7,.0f}/s)  p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
-            f"doubled {self.doubled}  missing {self.missing}  drain {self.drain_s:4.1f} s  {mark}: "
+            f"doubled {self.doubled}  late {self.missing}  drain {self.drain_s:4.1f} s  {mark}: "
             f"{self.verdict.why}{extra}\n{'':>14}cores busy: "
             + ", ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
             + f"\n{'':>14}p50/p99 from the app to: "
@@ -438,6 +438,24 @@ def run_step(
     )
 
 
+def reconcile(app: App, reader: Reader, timeout: float, say) -> dict[str, int]:
+    """The whole run counted by id once the last step has drained: a step's "late" pupdates
+    (not predicted by the end of its drain) are lost only if they never arrive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and reader.delivered() < len(app.due):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    with reader.lock:
+        out = {
+            "sent": len(app.due),
+            "predicted": reader.delivered(),
+            "never_predicted": len(app.due) - reader.delivered(),
+            "doubled": reader.doubled,
+        }
+    say(f"whole run by id: {out}")
+    return out
+
+
 def measure(
     chain: str, app: App, reader: Reader, plan: argparse.Namespace, say, procs=lambda: {}
 ) -> list[StepResult]:
@@ -638,6 +656,7 @@ def system_chain(args, settings, folder: Path, templates: list[dict], say) -> tu
                 tried = {r.rate: r.verdict.ok and r.missing == 0 for r in results}
                 failed = [r for r, ok in tried.items() if not ok]
                 info["profile"] = profiler.run(app, reader, min(failed, default=max(tried)))
+            info["reconciled"] = reconcile(app, reader, 120.0, say)
         finally:
             reader.close()
             app.close()
@@ -682,7 +701,7 @@ def passthrough_chain(args, settings, folder: Path, templates: list[dict], say) 
             app.producer.flush(30)
             while reader.delivered() == 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            return measure(
+            results = measure(
                 "passthrough",
                 app,
                 reader,
@@ -690,6 +709,8 @@ def passthrough_chain(args, settings, folder: Path, templates: list[dict], say) 
                 say,
                 lambda: {f"hop {i + 1}": p.pid for i, p in enumerate(pt.procs)},
             )
+            reconcile(app, reader, 120.0, say)
+            return results
         finally:
             reader.close()
             app.close()
