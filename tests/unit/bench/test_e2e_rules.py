@@ -128,3 +128,18 @@ def test_top_frames_reads_the_loop_thread_of_py_spy_raw_output(tmp_path) -> None
         ("consume_batch (libs/common/kafka/clients.py)", 0.25),
     ]
     assert top_frames(tmp_path / "absent.txt") == []
+
+
+def test_reconcile_counts_the_whole_run_by_id() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from bench.e2e import reconcile
+
+    app = SimpleNamespace(due={"a": 1, "b": 2, "c": 3})
+    arrived = {"a": 5.0, "b": 6.0}
+    reader = SimpleNamespace(lock=threading.Lock(), doubled=1, delivered=lambda: len(arrived))
+    said: list[str] = []
+    out = reconcile(app, reader, 0.1, said.append)
+    assert out == {"sent": 3, "predicted": 2, "never_predicted": 1, "doubled": 1}
+    assert said and "never_predicted" in said[0]
