@@ -1,7 +1,7 @@
 """End to end: pupdates/s and the app's event-to-prediction latency through the whole system,
 against a pass-through chain of the same Kafka hops on the same machine, and the ratio.
 
-    flock /tmp/pooch-heavy.lock .venv/bin/python -m bench.e2e            # about 12 minutes
+    flock /tmp/pooch-heavy.lock .venv/bin/python -m bench.e2e            # about 10 minutes
     flock /tmp/pooch-heavy.lock .venv/bin/python -m bench.e2e --quick    # under 2 minutes
 
 **System chain.** All five services run under supervisord on a topic prefix of their own
