@@ -205,7 +205,7 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
         finally:
             traffic.finish(timeout=60 + 6 * plan.horizon_s)
         _count(settings, recorder, fig, traffic_seconds=time.time() - started)
-        time.sleep(20)  # the scraper sees what the services report after the last fault
+        time.sleep(3)  # a last scrape or two after the count
         scraper.stop()
         yield Run(fig, scraper, faults, started, targets)
     finally:
@@ -268,7 +268,7 @@ def _values(points: list[tuple[float, float]], start: float, steps: int, step: f
     """promtool's expanding notation for one series: the last sample of each step, ``_`` if none."""
     out, i, last = [], 0, None
     for k in range(steps):
-        t = start + (k + 1) * step
+        t = start + k * step  # promtool's k-th value is at k * interval
         seen = False
         while i < len(points) and points[i][0] <= t:
             last, i, seen = points[i][1], i + 1, True
