@@ -1,7 +1,8 @@
 """The lessons of the first Pooch Predictor, as incidents on one running system (all five
 services under supervision, the simulated Sniffable posting live throughout).
 
-The scenarios run in this file's order on the same system, each leaving it serving; the last
+The scenarios run in this file's order on the same system, each leaving it serving (1 first:
+until a version is activated by hand or by a fallback, the newest published one serves); the last
 test stops the app and counts every event by id, read_committed, across everything that
 happened. Scenarios 3 and 4 (load and death, every failure seen) break the broker and Redis and
 have a stack of their own: ``test_load_and_death.py``.
@@ -68,6 +69,69 @@ def _served_after(system: System, since_ms: int, at_least: int = 50) -> list[dic
         return got if len(got) >= at_least else None
 
     return wait_for(f"{at_least} predictions after the pause", enough, 60, every=1.0)
+
+
+@pytest.mark.timeout(600)
+def test_1_retraining_moves_predictions_as_the_world_changes(system: System, monkeypatch):
+    fig = Figures(f"scenario 1: the world drifts (#{DRIFT_CONCEPT} becomes popular)")
+    variants = {v for v, c in VARIANT_TO_CONCEPT.items() if c == DRIFT_CONCEPT}
+    old = system.champion()
+    before_ms = now_ms()
+    # the simulated world, not the system: from now on the ground truth gives the tag more likes
+    monkeypatch.setitem(truth.CONCEPT, DRIFT_CONCEPT, truth.CONCEPT[DRIFT_CONCEPT] + DRIFT_EFFECT)
+    drift_ms = now_ms()
+    started = time.monotonic()
+    trained_after = drift_ms + int(3 * system.plan.horizon_s * 1000)
+
+    def published_after_drift():
+        return next(
+            (
+                e
+                for e in system.models()
+                if e["kind"] == "PUBLISHED"
+                and e["extractor_version"] == "v1"
+                and e["created_at"] > trained_after
+            ),
+            None,
+        )
+
+    event = wait_for(
+        "a v1 version trained on drifted labels", published_after_drift, DRIFT_BOUND_S, every=2.0
+    )
+    published_s = time.monotonic() - started
+    new = event["model_version"]
+    serving = wait_for(
+        f"{new} serving",
+        lambda: [p for p in system.predictions() if p["model_version"] == new],
+        DRIFT_BOUND_S,
+        every=1.0,
+    )
+    serving_s = time.monotonic() - started
+    assert serving_s <= DRIFT_BOUND_S
+
+    facts = {f["pupdate_id"]: f for f in decoded(system.settings, PUPDATES, "pupdate")}
+
+    def tagged(p):
+        return bool(variants & set(facts.get(p["pupdate_id"], {}).get("hashtags", ())))
+
+    preds = system.predictions()
+    pre = [
+        p["predicted_likes"]
+        for p in preds
+        if p["model_version"] == old and p["predicted_at"] < before_ms and tagged(p)
+    ]
+    post = [p["predicted_likes"] for p in serving if tagged(p)]
+    assert len(pre) > 20 and len(post) > 5, (len(pre), len(post))
+    ratio = statistics.mean(post) / statistics.mean(pre)
+    assert ratio > 1.5, f"predictions for #{DRIFT_CONCEPT} moved only x{ratio:.2f}"
+
+    fig.row(f"world drift: #{DRIFT_CONCEPT} likes x{math.exp(DRIFT_EFFECT):.1f}", "")
+    fig.row(f"trainer published {new} (trained on drifted labels)", "", published_s)
+    fig.row(f"{new} serving (bound {DRIFT_BOUND_S:.0f} s)", f"{len(serving)} predictions", serving_s)
+    fig.row(
+        f"mean predicted likes of #{DRIFT_CONCEPT} pupdates",
+        f"{statistics.mean(pre):.2f} ({old}, before) -> {statistics.mean(post):.2f} ({new}): x{ratio:.2f}",
+    )
 
 
 @pytest.mark.timeout(600)
@@ -266,69 +330,6 @@ def test_7_a_new_extractor_never_crashes_scoring_nor_slows_ingestion(system: Sys
     )
     model_s = time.monotonic() - t0
     fig.row("trainer redeployed with v1+v2", f"v2 served by {scored[0]['model_version']}", model_s)
-
-
-@pytest.mark.timeout(600)
-def test_1_retraining_moves_predictions_as_the_world_changes(system: System, monkeypatch):
-    fig = Figures(f"scenario 1: the world drifts (#{DRIFT_CONCEPT} becomes popular)")
-    variants = {v for v, c in VARIANT_TO_CONCEPT.items() if c == DRIFT_CONCEPT}
-    old = system.champion()
-    before_ms = now_ms()
-    # the simulated world, not the system: from now on the ground truth gives the tag more likes
-    monkeypatch.setitem(truth.CONCEPT, DRIFT_CONCEPT, truth.CONCEPT[DRIFT_CONCEPT] + DRIFT_EFFECT)
-    drift_ms = now_ms()
-    started = time.monotonic()
-    trained_after = drift_ms + int(3 * system.plan.horizon_s * 1000)
-
-    def published_after_drift():
-        return next(
-            (
-                e
-                for e in system.models()
-                if e["kind"] == "PUBLISHED"
-                and e["extractor_version"] == "v1"
-                and e["created_at"] > trained_after
-            ),
-            None,
-        )
-
-    event = wait_for(
-        "a v1 version trained on drifted labels", published_after_drift, DRIFT_BOUND_S, every=2.0
-    )
-    published_s = time.monotonic() - started
-    new = event["model_version"]
-    serving = wait_for(
-        f"{new} serving",
-        lambda: [p for p in system.predictions() if p["model_version"] == new],
-        DRIFT_BOUND_S,
-        every=1.0,
-    )
-    serving_s = time.monotonic() - started
-    assert serving_s <= DRIFT_BOUND_S
-
-    facts = {f["pupdate_id"]: f for f in decoded(system.settings, PUPDATES, "pupdate")}
-
-    def tagged(p):
-        return bool(variants & set(facts.get(p["pupdate_id"], {}).get("hashtags", ())))
-
-    preds = system.predictions()
-    pre = [
-        p["predicted_likes"]
-        for p in preds
-        if p["model_version"] == old and p["predicted_at"] < before_ms and tagged(p)
-    ]
-    post = [p["predicted_likes"] for p in serving if tagged(p)]
-    assert len(pre) > 20 and len(post) > 5, (len(pre), len(post))
-    ratio = statistics.mean(post) / statistics.mean(pre)
-    assert ratio > 1.5, f"predictions for #{DRIFT_CONCEPT} moved only x{ratio:.2f}"
-
-    fig.row(f"world drift: #{DRIFT_CONCEPT} likes x{math.exp(DRIFT_EFFECT):.1f}", "")
-    fig.row(f"trainer published {new} (trained on drifted labels)", "", published_s)
-    fig.row(f"{new} serving (bound {DRIFT_BOUND_S:.0f} s)", f"{len(serving)} predictions", serving_s)
-    fig.row(
-        f"mean predicted likes of #{DRIFT_CONCEPT} pupdates",
-        f"{statistics.mean(pre):.2f} ({old}, before) -> {statistics.mean(post):.2f} ({new}): x{ratio:.2f}",
-    )
 
 
 def _v4_store(folder: Path) -> SchemaStore:
