@@ -240,7 +240,7 @@ class System:
 PLAN = DemoPlan(
     seed=13,
     horizon_s=6.0,
-    history_pupdates=int(1_200 * SCALE),
+    history_pupdates=int(700 * SCALE),
     live_seconds=0.0,
     rate=300.0 * SCALE,
     n_dogs=1_200,
@@ -250,8 +250,10 @@ PLAN = DemoPlan(
     free_ports=True,
     retrain_every=int(500 * SCALE),
     retrain_interval_s=15.0,
-    warm_timeout_s=120.0,
+    warm_timeout_s=240.0,
 )
+# The first model from a few hundred instances: enough to serve, quick on a loaded machine.
+FIRST_MODEL_INSTANCES = int(350 * SCALE)
 
 
 def _warm_start(system: System) -> str:
@@ -277,6 +279,11 @@ def system(kafka_bootstrap: str, redis_url: str, tmp_path_factory) -> Iterator[S
     settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix)
     ensure_topics(settings, partitions=PARTITIONS, timeout=60)
     svc = DemoServices(plan, prefix, folder, kafka_bootstrap, redis_url)
+    trainer_env = {"POOCH_TRAINER_MIN_INSTANCES": str(FIRST_MODEL_INSTANCES)}
+    svc.supervision.programs = [
+        dataclasses.replace(p, env=dict(p.env) | trainer_env) if p.name == "trainer" else p
+        for p in svc.supervision.programs
+    ]
     envs = {p.name: dict(p.env) for p in svc.supervision.programs}
     recorder = Recorder(KafkaSink(settings, client_name="sniffable-scenarios"))
     system = System(plan, svc, settings, recorder, envs)

@@ -174,6 +174,8 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
         try:
             for round_ in range(1, KILLS + 1):
                 for name in ("collector", "featurizer", "trainer", "scorer", "supervisor"):
+                    # supervisord calls a start good after startsecs (RUNNING): kill only then
+                    wait_for(f"{name} RUNNING", lambda n=name: svc.supervision.pid(n), 60, every=0.2)
                     at = time.time()
                     old = svc.supervision.kill(name)
                     t0 = _restarted(svc, name, old)
@@ -364,8 +366,10 @@ def test_4_every_failure_is_seen(load_and_death: Run, tmp_path):
                 "want": [{"labels": "{}", "value": 0}],
             }
         )
-    broker = next(f for f in run.faults if f["kind"] == "broker")
-    at = broker["end"] - run.started + 15
+    # the broker's and Redis's traces may come late (a loop rebuilt after its timeout, a view
+    # checked every few seconds): judged at the end of the scraped series, 15 m windows cover all
+    series_end = max(t for pts in run.scraper.samples.values() for t, _ in pts) - run.started - 1
+    at = series_end
     checks.append(
         {
             "name": "broker restart: loops rebuilt",
@@ -385,8 +389,6 @@ def test_4_every_failure_is_seen(load_and_death: Run, tmp_path):
     rows.append(
         ("broker stopped and started", "pooch_part_restarts_total", "PoochServiceRestartingItsLoop", "broker")
     )
-    wiped = next(f for f in run.faults if f["kind"] == "redis")
-    at = wiped["end"] - run.started + 15
     checks.append(
         {
             "name": "redis wiped: view rewritten",
