@@ -98,16 +98,14 @@ class Run:
     targets: dict[str, tuple[str, int]]
 
 
-def _restarted(svc: DemoServices, name: str, old: int, timeout: float = 90.0) -> float:
-    """Seconds from the kill until supervisord has a new process and it answers ready."""
-    started = time.monotonic()
+def _restarted(svc: DemoServices, name: str, old: int, timeout: float = 90.0) -> None:
+    """Until supervisord has started a new process for ``name`` after ``old`` died."""
 
     def new_pid():
         info = svc.supervision.info(name)
         return info["pid"] and info["pid"] != old and info["statename"] in ("STARTING", "RUNNING")
 
     wait_for(f"{name} restarted", new_pid, timeout, every=0.1)
-    return started
 
 
 def _ready(port: int) -> bool:
@@ -176,9 +174,9 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
                 for name in ("collector", "featurizer", "trainer", "scorer", "supervisor"):
                     # supervisord calls a start good after startsecs (RUNNING): kill only then
                     wait_for(f"{name} RUNNING", lambda n=name: svc.supervision.pid(n), 60, every=0.2)
-                    at = time.time()
+                    at, t0 = time.time(), time.monotonic()
                     old = svc.supervision.kill(name)
-                    t0 = _restarted(svc, name, old)
+                    _restarted(svc, name, old)
                     wait_for(f"{name} ready", lambda n=name: _ready(ports[n]), 120, every=0.1)
                     seconds = time.monotonic() - t0
                     faults.append(
