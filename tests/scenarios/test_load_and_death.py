@@ -31,6 +31,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from libs.common.admin import ensure_topics
+from libs.common.kafka.producer import Producer
 from libs.common.settings import CommonSettings
 from libs.common.topics import FEATURES, PUPDATES
 from sniffable import KafkaSink, SimConfig
@@ -160,7 +161,9 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
         wait_for("every service ready", lambda: all(_ready(port) for port in ports.values()), 180, every=0.5)
         scraper = Scraper(targets)
         scraper.start()
-        recorder = Recorder(KafkaSink(settings, client_name="sniffable-load"))
+        # the app keeps what it sent while the broker is away (as the broker-outage test's app)
+        app = Producer(settings, name="sniffable-load", **{"delivery.timeout.ms": 300_000})
+        recorder = Recorder(KafkaSink(settings, producer=app))
         traffic = Traffic(
             settings,
             recorder,
