@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
@@ -90,7 +91,16 @@ def _without_logical_types(node: Any) -> Any:
 
 
 def schemas_dir() -> Path:
-    """The ``schemas/`` folder: the repository's in a checkout, the packaged copy otherwise."""
+    """The ``schemas/`` folder: ``POOCH_SCHEMAS_DIR`` when set, else the repository's in a
+    checkout, else the packaged copy.
+
+    The override lets a deployment hand a running image the schema of an app release that came
+    out after the image was built (a new ``pupdate_raw`` version): the collector restarted with
+    it understands the new writer instead of dead-lettering every event it sends.
+    """
+    override = os.environ.get("POOCH_SCHEMAS_DIR")
+    if override:
+        return Path(override)
     repo = Path(__file__).resolve().parents[2] / "schemas"
     if repo.is_dir():
         return repo

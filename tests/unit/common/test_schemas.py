@@ -104,6 +104,18 @@ def test_schema_folder_is_the_repository_one():
     assert (schemas_dir() / "README.md").exists()
 
 
+def test_schemas_dir_can_be_pointed_at_a_newer_set(tmp_path, monkeypatch):
+    """An app release's schema, handed to a running image without rebuilding it."""
+    for path in schemas_dir().glob("*.avsc"):
+        (tmp_path / path.name).write_text(path.read_text())
+    v3 = json.loads((tmp_path / "pupdate_raw.v3.avsc").read_text())
+    v3["fields"].append({"name": "sticker", "type": ["null", "string"], "default": None})
+    (tmp_path / "pupdate_raw.v4.avsc").write_text(json.dumps(v3))
+    monkeypatch.setenv("POOCH_SCHEMAS_DIR", str(tmp_path))
+    assert schemas_dir() == tmp_path
+    assert SchemaStore().current("pupdate_raw").version == 4
+
+
 def test_fastavro_writer_rejects_records_missing_required_fields():
     with pytest.raises((ValueError, TypeError, KeyError)):
         schemaless_writer(io.BytesIO(), STORE.current("like").parsed, {"event_id": "x"})
