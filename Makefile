@@ -16,11 +16,12 @@ RUFF := $(BIN)/ruff
 # Holds the hash of pyproject.toml + constraints.txt the venv was installed from.
 STAMP := $(VENV)/.pooch-installed
 
-.PHONY: help venv tools demo test lint format down constraints
+.PHONY: help venv tools demo test scenarios lint format down constraints
 
 help:
 	@echo "make demo         the main job: stack + services + simulated Sniffable, ending in a report"
 	@echo "make test         ruff + the whole pytest suite against the real Kafka and Redis"
+	@echo "make scenarios    the incident suite (tests/scenarios, ~15 min): every lesson's incident, whole system"
 	@echo "make lint         ruff check, ruff format --check, import layers (import-linter), mypy"
 	@echo "make down         stop the local stack (data is kept)"
 	@echo "make venv         (re)install .venv when pyproject.toml or constraints.txt changed"
@@ -110,6 +111,14 @@ test: venv tools
 	if [ $$rc2 -eq 5 ]; then echo "make test: the serial phase collected no tests: failing" >&2; fi; \
 	if [ $$rc -eq 0 ]; then rc=$$rc2; fi; \
 	exit $$rc
+
+# The incident suite (tests/scenarios, about 15 minutes on 2 cores): the five services under
+# supervision through every lesson's incident. POOCH_SCENARIO_SCALE stretches its phases.
+scenarios: venv tools
+	@record="$$(mktemp)"; \
+	trap 'for c in $$(cat "$$record"); do $(POOCH) stack down --only "$$c"; done; rm -f "$$record"' EXIT; \
+	$(POOCH) stack up --only kafka --only redis --record "$$record"; \
+	POOCH_SCENARIOS=1 $(BIN)/pytest tests/scenarios
 
 # ruff, the import layers (import-linter contracts in pyproject.toml) and mypy on libs/common.
 lint: venv
