@@ -1,0 +1,218 @@
+"""The Flink featurizer job (services/featurizer/flink) at parallelism 2 in a local MiniCluster,
+on the simulated run of test_featurizer.py, checked pupdate by pupdate against the offline
+reference, through a crash of the whole cluster (job manager, task manager and Python workers
+SIGKILLed) and a restart from the last retained checkpoint, and a task failure inside the
+restarted run (a Python worker SIGKILLed: Flink restarts the tasks from the last checkpoint).
+
+Read read_committed, every pupdate has exactly one features value per version (and every matured
+one exactly one instance): the exactly-once sinks leave no duplicate, not even an identical one.
+
+Needs ``.venv-flink`` (``make venv-flink``): skipped without it. ~2-3 min on a 2-core machine,
+most of it PyFlink's Python workers; serial because it takes both cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+
+from libs.common.serde import serde
+from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
+from tests.conftest import TEST_PARTITIONS
+from tests.integration.featurizer.test_featurizer import (
+    HORIZON_MS,
+    SIM_MAX_JITTER_MS,
+    _outputs,
+    simulated,  # noqa: F401  (the fixture: the same simulated run)
+)
+from tests.support import REPO
+from tests.support.facts import pupdate_fact
+from tests.support.feature_reference import reference
+from tests.support.kafkautil import wait_for
+from tooling.stack import flink
+from tooling.stack.config import StackSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
+VERSIONS = ("v1", "v2")
+
+
+def _flink_python() -> Path:
+    try:
+        return flink.python()
+    except Exception as exc:
+        pytest.skip(f"no PyFlink: {exc}")
+
+
+def _ticks(settings, pupdates, likes) -> tuple[list[dict], list[dict]]:
+    """One more pupdate and like on every partition, a horizon plus the lateness after the run.
+
+    An event-time watermark only moves with facts: without these the job would hold the last
+    horizons open (the current engine jumps on wall-clock quiet instead). They are ordinary facts,
+    so the reference sees them too: every simulated horizon closes in both, the ticks' own do not.
+    """
+    at = max(p["posted_at"] for p in pupdates) + HORIZON_MS + SIM_MAX_JITTER_MS + 1
+    producer = confluent_kafka.Producer(settings.kafka_config())
+    new_pupdates, new_likes = [], []
+    for part in range(TEST_PARTITIONS):
+        p = pupdate_fact(f"tick-{part}", at, dog=f"tick-dog-{part}")
+        like = {
+            "event_id": f"tick-like-{part}",
+            "pupdate_id": f"tick-{part}",
+            "sniffer_id": "tick",
+            "liked_at": at,
+            "app_version": "1",
+            "collected_at": at,
+        }
+        producer.produce(
+            settings.topic(PUPDATES), serde("pupdate").encode(p), key=p["pupdate_id"], partition=part
+        )
+        producer.produce(
+            settings.topic(LIKES), serde("like").encode(like), key=p["pupdate_id"], partition=part
+        )
+        new_pupdates.append(p)
+        new_likes.append(like)
+    assert producer.flush(30) == 0
+    return pupdates + new_pupdates, likes + new_likes
+
+
+def _start(settings, python: Path, jar: Path, checkpoints: Path, restore: Path | None) -> subprocess.Popen:
+    env = os.environ | {
+        "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "POOCH_REDIS_URL": settings.redis_url,
+        "POOCH_TOPIC_PREFIX": settings.topic_prefix,
+        "POOCH_FEATURIZER_HORIZON_MS": str(HORIZON_MS),
+        "POOCH_FEATURIZER_VERSIONS": '["v1","v2"]',
+        "POOCH_FEATURIZER_LATENESS_MS": str(SIM_MAX_JITTER_MS),
+        "POOCH_FLINK_PARALLELISM": "2",
+        "POOCH_FLINK_SOURCE_PARALLELISM": str(TEST_PARTITIONS),
+        "POOCH_FLINK_CONNECTOR_JAR": str(jar),
+        "POOCH_FLINK_CHECKPOINT_DIR": str(checkpoints),
+        "POOCH_FLINK_CHECKPOINT_INTERVAL_MS": "1500",
+        "PYTHONPATH": str(REPO),
+    }
+    if restore is not None:
+        env["POOCH_FLINK_RESTORE_FROM"] = str(restore)
+    # Its own session: the driver, the MiniCluster's JVM and the Python workers die together.
+    return subprocess.Popen(
+        [str(python), "-m", "services.featurizer.flink"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open("/tmp/flink-featurizer-test.log", "a"),
+        start_new_session=True,
+    )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def _latest_checkpoint(checkpoints: Path) -> Path | None:
+    done = [m.parent for m in checkpoints.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _python_workers(root: int) -> list[int]:
+    """The PyFlink Python worker processes under ``root`` (the test's own child)."""
+    children: dict[int, list[int]] = {}
+    cmd: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            if "pyflink" in cmd.get(child, "") and "beam" in cmd.get(child, ""):
+                found.append(child)
+    return found
+
+
+def _count(settings, base: str, stem: str) -> int:
+    return len(_outputs(settings, base, stem))
+
+
+def test_flink_job_equals_the_reference_through_a_crash_and_a_task_failure(simulated, tmp_path):  # noqa: F811
+    settings, pupdates, likes = simulated
+    python = _flink_python()
+    jar = flink.connector_jar(StackSettings(), print)
+    pupdates, likes = _ticks(settings, pupdates, likes)
+    refs = {v: reference(pupdates, likes, v, HORIZON_MS) for v in VERSIONS}
+    matured = {pid for pid, r in refs["v1"].items() if r["label"] is not None}
+    checkpoints = tmp_path / "checkpoints"
+
+    # 1. Run until a checkpoint has committed part of the outputs, then kill everything at once.
+    proc = _start(settings, python, jar, checkpoints, None)
+    try:
+        wait_for(
+            lambda: _count(settings, FEATURES, "feature_vector") > 0, timeout=150, interval=1, what="a commit"
+        )
+    finally:
+        _kill(proc)
+    before = _count(settings, FEATURES, "feature_vector")
+    assert before < len(pupdates) * len(VERSIONS), "the crash came after the work was done"
+    restore = _latest_checkpoint(checkpoints)
+    assert restore is not None, "no retained checkpoint"
+
+    # 2. Restart from the retained checkpoint; kill one Python worker midway (a task failure).
+    proc = _start(settings, python, jar, checkpoints, restore)
+    try:
+        wait_for(lambda: _python_workers(proc.pid), timeout=90, interval=0.5, what="python workers")
+        started = _count(settings, FEATURES, "feature_vector")
+        wait_for(
+            lambda: _count(settings, FEATURES, "feature_vector") > started,
+            timeout=120,
+            interval=1,
+            what="outputs after the restore",
+        )
+        victim = _python_workers(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        want_features, want_instances = len(pupdates) * len(VERSIONS), len(matured) * len(VERSIONS)
+        wait_for(
+            lambda: (
+                _count(settings, FEATURES, "feature_vector") >= want_features
+                and _count(settings, INSTANCES, "instance") >= want_instances
+            ),
+            timeout=240,
+            interval=2,
+            what="every features and instances record",
+        )
+        time.sleep(3)  # a duplicate would be committed with the next checkpoint
+        assert proc.poll() is None, "the job failed instead of restarting its tasks"
+    finally:
+        _kill(proc)
+
+    features = _outputs(settings, FEATURES, "feature_vector")
+    instances = _outputs(settings, INSTANCES, "instance")
+    for version in VERSIONS:
+        for pid, expected in refs[version].items():
+            [got] = features[(pid, version)]  # exactly one: no duplicate despite two failures
+            assert got["values"] == expected["values"], f"{version} features of {pid}"
+            assert got["baseline"] == expected["baseline"], f"{version} baseline of {pid}"
+            if pid in matured:
+                [inst] = instances[(pid, version)]
+                assert inst["likes"] == expected["label"], f"label of {pid}"
+                assert inst["values"] == expected["values"]
+                assert (
+                    inst["closed_at"]
+                    == next(p["posted_at"] for p in pupdates if p["pupdate_id"] == pid) + HORIZON_MS
+                )
+            else:
+                assert (pid, version) not in instances, f"instance for {pid} before its horizon closed"
+    assert set(features) == {(pid, v) for v in VERSIONS for pid in refs[v]}
