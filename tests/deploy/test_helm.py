@@ -236,11 +236,16 @@ def test_flink_featurizer_renders_a_flink_deployment_that_passes_kubeconform(sch
     result = kubeconform(schema_dir, manifest)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Invalid: 0, Errors: 0, Skipped: 0" in result.stdout, result.stdout
-    # The kept schema is strict: a misspelt field of the operator's API is refused.
+    # The kept schema is strict, down into the pod template: misspelt fields are refused.
     job["spec"]["job"]["upgradeMod"] = "savepoint"
     manifest.write_text(yaml.safe_dump_all([job]))
     result = kubeconform(schema_dir, manifest)
     assert result.returncode == 1 and "upgradeMod" in result.stdout, result.stdout
+    del job["spec"]["job"]["upgradeMod"]
+    job["spec"]["podTemplate"]["spec"]["containers"][0]["envv"] = []
+    manifest.write_text(yaml.safe_dump_all([job]))
+    result = kubeconform(schema_dir, manifest)
+    assert result.returncode == 1 and "envv" in result.stdout, result.stdout
 
 
 def test_flink_featurizer_is_off_by_default_and_never_beside_the_python_engine():
