@@ -43,3 +43,23 @@ def python() -> Path:
             f"{exe} is missing: PyFlink lives in its own venv", hint="run `make venv-flink` (once)"
         )
     return exe
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete retained checkpoint (a ``chk-N`` folder with its ``_metadata``)."""
+    done = [m.parent for m in checkpoint_dir.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])), default=None)
+
+
+def job_command() -> list[str]:
+    """How the job is started: PyFlink's Python runs the job's module, which starts a local
+    MiniCluster (or submits where PyFlink's configuration points)."""
+    return [str(python()), "-m", "services.featurizer.flink"]
+
+
+def job_env(jar: Path, **settings: str) -> dict[str, str]:
+    """The environment of the job: this checkout on PYTHONPATH (the flink venv does not install
+    the project: its pins clash with PyFlink's), the connector jar, and POOCH_FLINK_* settings."""
+    env = {"PYTHONPATH": str(REPO_ROOT), "POOCH_FLINK_CONNECTOR_JAR": str(jar)}
+    env.update({f"POOCH_FLINK_{k.upper()}": v for k, v in settings.items()})
+    return env

@@ -29,7 +29,7 @@ from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from libs.common.features.extractors import extractor
 from libs.common.features.state import DogState, StateView, Stats
@@ -121,9 +121,10 @@ class Subjects(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.stats = runtime_context.get_state(_pickled("stats"))  # DogState or Stats
+        # event time -> events waiting for the watermark
         self.pending = runtime_context.get_map_state(
-            "pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY()
-        )  # event time -> events waiting for the watermark
+            MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        )
 
     def process_element(self, value, ctx: KeyedProcessFunction.Context):
         at = ctx.timestamp()

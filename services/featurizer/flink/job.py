@@ -112,6 +112,11 @@ def configuration(cfg: JobConfig) -> Configuration:
     conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
     conf.set_string("taskmanager.numberOfTaskSlots", str(max(cfg.parallelism, cfg.partitions)))
+    # Keyed state is read from the JVM's backend through Beam's state API; the Python side caches
+    # it per key, and the default (1,000 keys) misses on every few pupdates of a busy stream.
+    conf.set_string("python.state.cache-size", "200000")
+    conf.set_string("python.map-state.read-cache-size", "200000")
+    conf.set_string("python.map-state.write-cache-size", "200000")
     if cfg.restore_from is not None:
         conf.set_string("execution.state-recovery.path", cfg.restore_from.resolve().as_uri())
     return conf
