@@ -33,6 +33,9 @@ def main() -> None:
         transaction_timeout_ms=flink.transaction_timeout_ms,
         restore_from=flink.restore_from,
         restart_attempts=flink.restart_attempts,
+        redis_url=flink.redis_url,
+        redis_view=featurizer.redis_view,
+        view_ttl_s=featurizer.view_ttl_s,
     )
     logging.getLogger(__name__).info("flink featurizer starting", extra={"config": repr(cfg)})
     build(cfg).execute(cfg.job_name)

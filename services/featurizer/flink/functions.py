@@ -25,16 +25,21 @@ Flink carries the watermark through every shuffle, which is what makes the timer
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from libs.common.features.extractors import extractor
 from libs.common.features.state import DogState, StateView, Stats
 from services.featurizer.engine import FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
+
+log = logging.getLogger(__name__)
 
 # Record kinds between the stages.
 POST, CLOSE, SNAP = "post", "close", "snap"
@@ -116,10 +121,67 @@ class Labels(KeyedProcessFunction):
             self.state.clear()
 
 
+class ViewSink:
+    """Writes each subject's state to the online view in Redis (libs/common/features/online_view.py
+    keys and JSON), batched: a pipeline per ``batch`` changes or ``every_s`` seconds. The view is
+    a cache rebuildable from the facts; a replay after a restore rewrites the same values."""
+
+    def __init__(self, redis_url: str, prefix: str, ttl_s: int, batch: int = 2000, every_s: float = 0.5):
+        self.redis_url, self.prefix, self.ttl_s = redis_url, prefix, ttl_s
+        self.batch, self.every_s = batch, every_s
+        self.pending: dict[str, str] = {}
+        self.last = 0.0
+
+    def open(self) -> None:
+        import redis
+
+        from libs.common.features.online_view import OnlineView
+
+        self.view = OnlineView(redis.Redis.from_url(self.redis_url, socket_timeout=5), self.prefix)
+
+    def key(self, subject: str) -> str:
+        kind, _, what = subject.partition("\x00")
+        if kind == DOG:
+            return self.view.dog_key(what)
+        if kind == TAG:
+            version, _, tag = what.partition("\x00")
+            return self.view.tag_key(version, tag)
+        return self.view.overall_key
+
+    def changed(self, subject: str, state: DogState | Stats, watermark: int | None) -> bool:
+        """Noted; True when it was written now."""
+        self.pending[self.key(subject)] = json.dumps(state.to_dict())
+        if subject == ALL and watermark is not None:
+            self.pending[f"{self.view.prefix}watermark"] = str(watermark)
+        if len(self.pending) >= self.batch or time.monotonic() - self.last >= self.every_s:
+            return self.flush()
+        return False
+
+    def flush(self) -> bool:
+        self.last = time.monotonic()
+        if not self.pending:
+            return True
+        pipe = self.view.client.pipeline(transaction=False)
+        for key, value in self.pending.items():
+            pipe.set(key, value, ex=self.ttl_s if self.ttl_s > 0 else None)
+        try:
+            pipe.execute()
+        except Exception as exc:  # Redis away: the view lags, the features do not stop
+            log.warning("online view not written", extra={"error": str(exc)})
+            return False
+        self.pending = {}
+        return True
+
+
 class Subjects(KeyedProcessFunction):
     """Keyed by subject; input ``(POST, key, pupdate)`` or ``(CLOSE, key, pupdate, likes)``."""
 
+    def __init__(self, view: ViewSink | None = None) -> None:
+        self.view = view
+
     def open(self, runtime_context: RuntimeContext) -> None:
+        if self.view is not None:
+            self.view.open()
         self.stats = runtime_context.get_state(_pickled("stats"))  # DogState or Stats
         # event time -> events waiting for the watermark
         self.pending = runtime_context.get_map_state(
@@ -135,6 +197,10 @@ class Subjects(KeyedProcessFunction):
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            if self.view is not None:
+                self.view.flush()  # the last changes before a quiet spell
+            return
         events = self.pending.get(timestamp)
         self.pending.remove(timestamp)
         key = ctx.get_current_key()
@@ -155,6 +221,16 @@ class Subjects(KeyedProcessFunction):
                 snap = Stats(state.n, state.likes)
             yield SNAP, pupdate["pupdate_id"], key, snap
         self.stats.update(state)
+        watermark = ctx.timer_service().current_watermark()
+        if self.view is not None and not self.view.changed(key, state, watermark):
+            # Not written yet: a flush within a second even if nothing else comes (timers of one
+            # key on one second are one timer).
+            now = ctx.timer_service().current_processing_time()
+            ctx.timer_service().register_processing_time_timer((now // 1000 + 1) * 1000)
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.flush()
 
 
 class Assemble(KeyedProcessFunction):

@@ -36,6 +36,7 @@ from services.featurizer.flink.functions import (
     Assemble,
     Labels,
     Subjects,
+    ViewSink,
     subject_keys,
 )
 
@@ -59,6 +60,9 @@ class JobConfig:
     # must outlive the restart that commits or aborts it (and stay below the broker's maximum).
     transaction_timeout_ms: int = 300_000
     restore_from: Path | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_view: bool = True  # the online view of the scorer's what-if API
+    view_ttl_s: int = 7 * 86_400
     restart_attempts: int = 5
     group_id: str = "featurizer-flink"
     job_name: str = "pooch-featurizer"
@@ -186,10 +190,11 @@ def build(cfg: JobConfig) -> StreamExecutionEnvironment:
         .process(Labels(cfg.horizon_ms))
         .name("labels-by-pupdate")
     )
+    view = ViewSink(cfg.redis_url, cfg.topic_prefix, cfg.view_ttl_s) if cfg.redis_view else None
     snaps = (
         labelled.flat_map(_fanout(cfg.versions))
         .key_by(lambda e: e[1], key_type=Types.STRING())
-        .process(Subjects())
+        .process(Subjects(view))
         .name("stats-by-subject")
     )
     outputs = (
