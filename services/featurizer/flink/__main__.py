@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from libs.common.logs import configure_logging
 from services.featurizer.flink.job import JobConfig, build
@@ -19,6 +20,10 @@ def main() -> None:
             "POOCH_FLINK_CONNECTOR_JAR must name the flink-sql-connector-kafka jar "
             "(`pooch featurizer flink` fetches it from Maven Central)"
         )
+    # In a local MiniCluster PyFlink runs every Python function in this one process ("loopback"),
+    # one GIL for all subtasks: parallelism would add nothing. Its switch (read by
+    # StreamExecutionEnvironment._open) gives each task slot a Python worker process instead.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     cfg = JobConfig(
         bootstrap=flink.kafka_bootstrap,
         topic_prefix=flink.topic_prefix,
