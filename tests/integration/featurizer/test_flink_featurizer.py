@@ -37,17 +37,37 @@ from tooling.stack.errors import StackError
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 VERSIONS = ("v1", "v2")
-# The simulation of test_featurizer.py (same seed, same generator), shortened: the job runs
-# ~250 facts/s on this 2-core machine (docs/flink.md), so its 160,000 events would take ~10 min.
-# POOCH_TEST_FLINK_EVENTS=160000 runs the whole of it.
-SIM_EVENTS = int(os.environ.get("POOCH_TEST_FLINK_EVENTS", "24000"))
+SIM_EVENTS = 160_000  # the simulated run of test_featurizer.py, same seed
 
 
 @pytest.fixture
 def simulated(topics):
-    pupdates, likes = facts_from_simulation(topics, SIM_EVENTS, seed=20261127)
-    assert len(pupdates) >= 500, f"only {len(pupdates)} pupdates simulated"
+    """The facts, not written yet: the test writes them in three parts around its failures."""
+    pupdates, likes = facts_from_simulation(topics, SIM_EVENTS, seed=20261127, write=False)
+    assert len(pupdates) >= 5000, f"only {len(pupdates)} pupdates simulated"
     return topics, pupdates, likes
+
+
+def _write(settings, pupdates: list[dict], likes: list[dict]) -> None:
+    producer = confluent_kafka.Producer(settings.kafka_config())
+    for topic, stem, facts in ((PUPDATES, "pupdate", pupdates), (LIKES, "like", likes)):
+        for fact in facts:
+            producer.produce(settings.topic(topic), serde(stem).encode(fact), key=fact["pupdate_id"])
+            producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def _parts(pupdates: list[dict], likes: list[dict], n: int):
+    """The run cut in n parts by event time (likes with the part their time falls in)."""
+    times = sorted(p["posted_at"] for p in pupdates)
+    cuts = [times[len(times) * i // n] for i in range(1, n)] + [2**62]
+    low = -(2**62)
+    for cut in cuts:
+        yield (
+            [p for p in pupdates if low <= p["posted_at"] < cut],
+            [lk for lk in likes if low <= lk["liked_at"] < cut],
+        )
+        low = cut
 
 
 def _needs_pyflink() -> None:
@@ -57,8 +77,8 @@ def _needs_pyflink() -> None:
         pytest.skip(f"no PyFlink: {exc} ({exc.hint})")
 
 
-def _ticks(settings, pupdates, likes) -> tuple[list[dict], list[dict]]:
-    """One more pupdate and like on every partition, a horizon plus the lateness after the run.
+def _ticks(pupdates) -> tuple[list[dict], list[dict]]:
+    """One more pupdate and like for every partition, a horizon plus the lateness after the run.
 
     An event-time watermark moves only with facts: without these the job would hold the last
     horizons open (the current engine jumps on wall-clock quiet instead). They are facts like
@@ -66,28 +86,27 @@ def _ticks(settings, pupdates, likes) -> tuple[list[dict], list[dict]]:
     themselves stay behind the watermark (nothing comes after them), so they are not compared.
     """
     at = max(p["posted_at"] for p in pupdates) + HORIZON_MS + SIM_MAX_JITTER_MS + 1
-    producer = confluent_kafka.Producer(settings.kafka_config())
-    new_pupdates, new_likes = [], []
-    for part in range(TEST_PARTITIONS):
-        p = pupdate_fact(f"tick-{part}", at, dog=f"tick-dog-{part}")
-        like = {
-            "event_id": f"tick-like-{part}",
-            "pupdate_id": f"tick-{part}",
+    ticks = [pupdate_fact(f"tick-{part}", at, dog=f"tick-dog-{part}") for part in range(TEST_PARTITIONS)]
+    likes = [
+        {
+            "event_id": f"tick-like-{p['pupdate_id']}",
+            "pupdate_id": p["pupdate_id"],
             "sniffer_id": "tick",
             "liked_at": at,
             "app_version": "1",
             "collected_at": at,
         }
-        producer.produce(
-            settings.topic(PUPDATES), serde("pupdate").encode(p), key=p["pupdate_id"], partition=part
-        )
-        producer.produce(
-            settings.topic(LIKES), serde("like").encode(like), key=p["pupdate_id"], partition=part
-        )
-        new_pupdates.append(p)
-        new_likes.append(like)
+        for p in ticks
+    ]
+    return ticks, likes
+
+
+def _write_ticks(settings, ticks: list[dict], likes: list[dict]) -> None:
+    producer = confluent_kafka.Producer(settings.kafka_config())
+    for part, (p, like) in enumerate(zip(ticks, likes, strict=True)):
+        for topic, value in ((PUPDATES, serde("pupdate").encode(p)), (LIKES, serde("like").encode(like))):
+            producer.produce(settings.topic(topic), value, key=p["pupdate_id"], partition=part)
     assert producer.flush(30) == 0
-    return pupdates + new_pupdates, likes + new_likes
 
 
 def _start(settings, jar: Path, checkpoints: Path, restore: Path | None) -> subprocess.Popen:
@@ -161,7 +180,9 @@ def test_flink_job_equals_the_reference_through_a_crash_and_a_task_failure(simul
     settings, pupdates, likes = simulated
     _needs_pyflink()
     jar = flink.connector_jar(StackSettings(), print)
-    pupdates, likes = _ticks(settings, pupdates, likes)
+    first, second, third = _parts(pupdates, likes, 3)
+    tick_pupdates, tick_likes = _ticks(pupdates)
+    pupdates, likes = pupdates + tick_pupdates, likes + tick_likes
     refs = {
         v: {
             pid: r
@@ -173,7 +194,8 @@ def test_flink_job_equals_the_reference_through_a_crash_and_a_task_failure(simul
     matured = {pid for pid, r in refs["v1"].items() if r["label"] is not None}
     checkpoints = tmp_path / "checkpoints"
 
-    # 1. Run until a checkpoint has committed part of the outputs, then kill everything at once.
+    # 1. The first part, until a checkpoint has committed outputs; then kill everything at once.
+    _write(settings, *first)
     proc = _start(settings, jar, checkpoints, None)
     try:
         wait_for(
@@ -186,7 +208,9 @@ def test_flink_job_equals_the_reference_through_a_crash_and_a_task_failure(simul
     restore = flink.latest_checkpoint(checkpoints)
     assert restore is not None, "no retained checkpoint"
 
-    # 2. Restart from the retained checkpoint; kill one Python worker midway (a task failure).
+    # 2. The second part, and a restart from the retained checkpoint; once it has committed more,
+    # a Python worker is killed (a task failure) and the third part written.
+    _write(settings, *second)
     proc = _start(settings, jar, checkpoints, restore)
     try:
         wait_for(lambda: _python_workers(proc.pid), timeout=90, interval=0.5, what="python workers")
@@ -199,6 +223,8 @@ def test_flink_job_equals_the_reference_through_a_crash_and_a_task_failure(simul
         )
         victim = _python_workers(proc.pid)[0]
         os.kill(victim, signal.SIGKILL)
+        _write(settings, *third)
+        _write_ticks(settings, tick_pupdates, tick_likes)
         want_features, want_instances = len(refs["v1"]) * len(VERSIONS), len(matured) * len(VERSIONS)
         wait_for(
             lambda: (
