@@ -16,7 +16,7 @@ RUFF := $(BIN)/ruff
 # Holds the hash of pyproject.toml + constraints.txt the venv was installed from.
 STAMP := $(VENV)/.pooch-installed
 
-.PHONY: help venv tools demo test scenarios lint format down constraints
+.PHONY: help venv venv-flink tools demo test scenarios lint format down constraints
 
 help:
 	@echo "make demo         the main job: stack + services + simulated Sniffable, ending in a report"
@@ -26,6 +26,7 @@ help:
 	@echo "make down         stop the local stack (data is kept)"
 	@echo "make venv         (re)install .venv when pyproject.toml or constraints.txt changed"
 	@echo "make constraints  re-freeze constraints.txt from .venv"
+	@echo "make venv-flink   (re)install .venv-flink, PyFlink for the Flink featurizer job (docs/flink.md)"
 
 venv:
 	@want="$$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"; \
@@ -42,6 +43,20 @@ venv:
 	echo "installing pinned dependencies into $(VENV)"; \
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
 	echo "$$want" > $(STAMP)
+
+# PyFlink in a venv of its own: its pins clash with the project's (pyproject.toml, dependency
+# group flink). pip >= 25.1 reads dependency groups; constraints-flink.txt pins pip too.
+FLINK_VENV := .venv-flink
+FLINK_STAMP := $(FLINK_VENV)/.pooch-installed
+
+venv-flink:
+	@want="$$(cat pyproject.toml constraints-flink.txt | sha256sum | cut -d' ' -f1)"; \
+	if [ -x $(FLINK_VENV)/bin/python ] && [ "$$(cat $(FLINK_STAMP) 2>/dev/null)" = "$$want" ]; then exit 0; fi; \
+	[ -x $(FLINK_VENV)/bin/python ] || $(PYTHON) -m venv $(FLINK_VENV); \
+	echo "installing PyFlink (dependency group flink) into $(FLINK_VENV)"; \
+	$(FLINK_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-flink.txt pip; \
+	$(FLINK_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-flink.txt --group flink; \
+	echo "$$want" > $(FLINK_STAMP)
 
 # External tools of the deployment checks (tests/deploy, tests/integration/ops), installed once
 # and cached; each step is skipped when its tool is already there at the pinned version:

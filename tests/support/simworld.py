@@ -11,8 +11,9 @@ from sniffable import SimConfig, Simulation
 START_MS = 1_795_000_000_000
 
 
-def facts_from_simulation(settings, n_events: int, seed: int):
-    """Good simulated events as the collector would write them, on the facts topics."""
+def facts_from_simulation(settings, n_events: int, seed: int, *, write: bool = True):
+    """Good simulated events as the collector would write them, on the facts topics (or, with
+    ``write=False``, only returned: a test writing them in parts)."""
     sim = Simulation(SimConfig(seed=seed, start_ms=START_MS, max_events=n_events, bad_share=0.0))
     producer = Producer(settings, name="sim-facts")
     pupdates, likes = [], []
@@ -32,10 +33,14 @@ def facts_from_simulation(settings, n_events: int, seed: int):
             }
             fact["dog"].setdefault("age_months", None)
             pupdates.append(fact)
-            producer.produce(settings.topic(PUPDATES), serde("pupdate").encode(fact), key=fact["pupdate_id"])
+            if write:
+                producer.produce(
+                    settings.topic(PUPDATES), serde("pupdate").encode(fact), key=fact["pupdate_id"]
+                )
         elif ev.kind == "like":
             fact = {"app_version": "unknown", **payload, "collected_at": ev.event_time_ms}
             likes.append(fact)
-            producer.produce(settings.topic(LIKES), serde("like").encode(fact), key=fact["pupdate_id"])
+            if write:
+                producer.produce(settings.topic(LIKES), serde("like").encode(fact), key=fact["pupdate_id"])
     producer.flush(60)
     return pupdates, likes

@@ -1,4 +1,4 @@
-"""``pooch featurizer [run|backfill]``: the feature and label stream, and its history replays."""
+"""``pooch featurizer [run|backfill|flink]``: the feature and label stream, and its history replays."""
 
 from __future__ import annotations
 
@@ -20,6 +20,37 @@ def featurizer(ctx: typer.Context) -> None:
         from services.featurizer.service import main
 
         main()
+
+
+@featurizer_app.command()
+def flink(
+    parallelism: int = typer.Option(2, help="Parallelism of the keyed stages."),
+    resume: bool = typer.Option(
+        True, help="Resume from the newest retained checkpoint in POOCH_FLINK_CHECKPOINT_DIR, if any."
+    ),
+) -> None:
+    """Run the featurizer as a Flink job in a local MiniCluster (docs/flink.md): the same outputs
+    as `pooch featurizer`; run one of the two, not both. Needs `make venv-flink` once."""
+    import os
+    import subprocess
+
+    from services.featurizer.flink.settings import FlinkSettings
+    from tooling.stack import flink as flink_stack
+    from tooling.stack.config import REPO_ROOT, StackSettings
+    from tooling.stack.errors import StackError
+
+    try:
+        jar = flink_stack.connector_jar(StackSettings(), progress)
+        command = flink_stack.job_command()
+    except StackError as exc:
+        fail(str(exc), hint=exc.hint)
+    extra = {"parallelism": str(parallelism)}
+    checkpoint = flink_stack.latest_checkpoint(FlinkSettings().checkpoint_dir) if resume else None
+    if checkpoint is not None:
+        progress(f"resuming from {checkpoint}")
+        extra["restore_from"] = str(checkpoint)
+    env = os.environ | flink_stack.job_env(jar, **extra)
+    raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
 
 
 @featurizer_app.command()

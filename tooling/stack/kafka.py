@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,7 +18,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from tooling.stack import prereqs
+from tooling.stack import maven, prereqs
 from tooling.stack.config import POM, StackPaths, StackSettings
 from tooling.stack.errors import StackError
 from tooling.stack.processes import ManagedProcess, port_accepts, tail
@@ -38,38 +36,9 @@ _quiet.propagate = False
 
 def ensure_jars(paths: StackPaths, report: prereqs.Report) -> Path:
     """The folder of Kafka jars, fetched by Maven once and reused while its marker exists."""
-    if paths.jars_marker.is_file() and any(paths.jars_dir.glob("kafka_2.13-*.jar")):
-        return paths.jars_dir
-    mvn = prereqs.maven()
-    if not POM.is_file():
-        raise StackError(f"{POM} is missing: the local stack runs from a checkout of the repo")
-    report(f"fetching Kafka {paths.version} jars from Maven Central into {paths.jars_dir}")
-    paths.jars_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.jars_dir.with_name(f"libs.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    argv = [
-        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
-    except subprocess.TimeoutExpired as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise StackError("Maven did not fetch the Kafka jars within 30 minutes") from exc
-    if done.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-        shutil.rmtree(tmp, ignore_errors=True)
-        output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-        raise StackError(
-            f"Maven could not fetch the Kafka jars (exit {done.returncode})",
-            hint=f"check network access to Maven Central; output:\n{output}",
-        )
-    if paths.jars_marker.is_file():  # another process finished first; keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-        return paths.jars_dir
-    shutil.rmtree(paths.jars_dir, ignore_errors=True)  # a partial fetch without marker
-    tmp.replace(paths.jars_dir)
-    paths.jars_marker.write_text(f"kafka {paths.version} fetched by {' '.join(argv)}\n")
-    return paths.jars_dir
+    return maven.fetch(
+        POM, paths.jars_dir, expect="kafka_2.13-*.jar", what=f"Kafka {paths.version} jars", report=report
+    )
 
 
 def server_properties(settings: StackSettings, paths: StackPaths) -> str:
