@@ -13,7 +13,7 @@ stopping on the newest training slice, refit, validation against the baseline):
   (the cluster's start is timed apart: a long-lived trainer pays it once)
 
 Prints a table (fit seconds, rows/s of the whole run, rounds, validation Poisson deviance, peak
-RSS of the trainer process and of each Dask worker) and one JSON line per row. On this 2-core
+RSS of the trainer process and of each Dask worker) and one JSON line per row as it finishes. On this 2-core
 machine the Dask rows measure the engine's overhead (the same two cores, plus scatter and socket
 reduction), not a second machine's gain; docs/scaling.md says what follows from them.
 """
@@ -121,7 +121,7 @@ def main() -> None:
                 print(f"{n:>10,} {engine}: failed\n{out.stderr[-2000:]}")
                 continue
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  done {n:,} {engine} (load {os.getloadavg()[0]:.2f})", flush=True)
+            print(json.dumps(rows[-1] | {"load": round(os.getloadavg()[0], 2)}), flush=True)
     print(
         f"{'instances':>10} {'engine':>9} {'rounds':>6} {'cluster s':>9} {'fit s':>7} {'run s':>7} "
         f"{'rows/s':>8} {'val deviance':>12} {'vs baseline':>11} {'RSS MiB':>8}  worker RSS MiB"
@@ -133,8 +133,6 @@ def main() -> None:
             f"{r['improvement_vs_baseline']:>11.2%} {r['peak_rss_mib']:>8.1f}  "
             f"{', '.join(str(w) for w in r['worker_peak_rss_mib']) or '-'}"
         )
-    for r in rows:
-        print(json.dumps(r))
 
 
 if __name__ == "__main__":
