@@ -3,14 +3,16 @@
 * The distributed model is as good on validation as the single-process one, same window.
 * The trainer service with ``POOCH_TRAINER_ENGINE=dask`` publishes a model the scorer loads.
 
-Tolerance: the distributed model's validation Poisson deviance is within 1 % (relative) of the
-local model's. Data-parallel LightGBM is not bit-identical to one process (each worker proposes
+Tolerance: the distributed model's validation Poisson deviance is at most 1 % (relative) above
+the local model's. Data-parallel LightGBM is not bit-identical to one process (each worker proposes
 bin boundaries from its own rows; histogram sums are added in another order), so equality is
 not the claim. 1 % is half the trainer's publish margin over the baseline (2 %): a difference
 below it cannot turn a clear win into a loss. It is well above the gap measured on this kind of
-window (GAP_FIGURES), so it does not fail on noise. Defects the deviance alone might miss are
-asserted directly: both LightGBM machines took part, every training parameter reached the
-workers under its own name, and early stopping picked a round count of the same order.
+window: on seeds 1 and 2 the distributed model was 0.37 % and 0.82 % *better* (it stopped at
+143 and 150 rounds, the local one at 125 and 139: two slightly different models' curves reach
+their minimum at different rounds, so the round counts are not compared). Defects the deviance
+alone might miss are asserted directly: both LightGBM machines took part, and every training
+parameter reached the workers under its own name.
 Durations: ~15 s for the comparison (the cluster's start included), ~30 s for the service.
 """
 
@@ -77,12 +79,15 @@ def test_the_distributed_model_is_as_good_on_validation_as_the_local_one(dask_fi
     ):
         assert dp[key] == lp[key], key
     assert dist.metrics["train_rows"] == local.metrics["train_rows"]
-    # Early stopping picked a round count of the same order (curves of two slightly different
-    # models cross their minimum at nearby rounds).
-    assert abs(dist.metrics["rounds"] - local.metrics["rounds"]) <= 0.25 * local.metrics["rounds"]
+    assert 1 <= dist.metrics["rounds"] <= PARAMS.num_boost_round
 
+    # As good: at most TOLERANCE worse (better is fine).
     dev_local, dev_dist = local.metrics["poisson_deviance"], dist.metrics["poisson_deviance"]
-    assert abs(dev_dist - dev_local) / dev_local <= TOLERANCE, (dev_local, dev_dist)
+    print(
+        f"validation poisson deviance: local {dev_local:.5f}, dask {dev_dist:.5f}, rounds "
+        f"{local.metrics['rounds']:.0f} and {dist.metrics['rounds']:.0f}"
+    )
+    assert dev_dist <= dev_local * (1 + TOLERANCE), (dev_local, dev_dist)
     assert dist.decision.publish == local.decision.publish is True, dist.decision.reason
     assert dist.metrics["improvement_vs_baseline"] >= PARAMS.margin_vs_baseline
 
