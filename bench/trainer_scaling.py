@@ -13,7 +13,8 @@ stopping on the newest training slice, refit, validation against the baseline):
   (the cluster's start is timed apart: a long-lived trainer pays it once)
 
 Prints a table (fit seconds, rows/s of the whole run, rounds, validation Poisson deviance, peak
-RSS of the trainer process and of each Dask worker) and one JSON line per row as it finishes. On this 2-core
+RSS of the trainer process; a spawned Dask worker's ``ru_maxrss`` reports its parent's, so it is
+not shown) and one JSON line per row as it finishes. On this 2-core
 machine the Dask rows measure the engine's overhead (the same two cores, plus scatter and socket
 reduction), not a second machine's gain; docs/scaling.md says what follows from them.
 """
@@ -47,7 +48,7 @@ def one(n: int, engine: str, rounds: int) -> dict:
 
     snap = build_snapshot("v1", NAMES, CATEGORICAL, [window_chunk(n)], max_count=n, max_age_ms=10**13)
     kind, shape = engine.split("/")
-    fitter, cluster_s, worker_rss = fit, 0.0, []
+    fitter, cluster_s = fit, 0.0
     if kind == "dask":
         workers, threads = (int(x) for x in shape.split("x"))
         fitter = DaskFitter(DaskOptions(workers=workers, threads_per_worker=threads))
@@ -61,11 +62,6 @@ def one(n: int, engine: str, rounds: int) -> dict:
         started = time.perf_counter()
         cand = train(snap, params, fitter=fitter)
         run_s = time.perf_counter() - started
-        if kind == "dask":
-            assert isinstance(fitter, DaskFitter)
-            worker_rss = sorted(
-                round(v / 1024, 1) for v in fitter.client().run(_worker_peak_rss_kib).values()
-            )
     finally:
         if isinstance(fitter, DaskFitter):
             fitter.close()
@@ -80,12 +76,7 @@ def one(n: int, engine: str, rounds: int) -> dict:
         "poisson_deviance": round(cand.metrics["poisson_deviance"], 5),
         "improvement_vs_baseline": round(cand.metrics["improvement_vs_baseline"], 4),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "worker_peak_rss_mib": worker_rss,
     }
-
-
-def _worker_peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:
@@ -124,14 +115,13 @@ def main() -> None:
             print(json.dumps(rows[-1] | {"load": round(os.getloadavg()[0], 2)}), flush=True)
     print(
         f"{'instances':>10} {'engine':>9} {'rounds':>6} {'cluster s':>9} {'fit s':>7} {'run s':>7} "
-        f"{'rows/s':>8} {'val deviance':>12} {'vs baseline':>11} {'RSS MiB':>8}  worker RSS MiB"
+        f"{'rows/s':>8} {'val deviance':>12} {'vs baseline':>11} {'RSS MiB':>8}"
     )
     for r in rows:
         print(
             f"{r['instances']:>10,} {r['engine']:>9} {r['rounds']:>6} {r['cluster_start_s']:>9.2f} "
             f"{r['fit_s']:>7.2f} {r['run_s']:>7.2f} {r['rows_per_s']:>8,} {r['poisson_deviance']:>12.5f} "
-            f"{r['improvement_vs_baseline']:>11.2%} {r['peak_rss_mib']:>8.1f}  "
-            f"{', '.join(str(w) for w in r['worker_peak_rss_mib']) or '-'}"
+            f"{r['improvement_vs_baseline']:>11.2%} {r['peak_rss_mib']:>8.1f}"
         )
 
 
