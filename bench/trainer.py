@@ -37,34 +37,13 @@ def _rss_mib() -> float:
 
 
 def one(n: int, threads: int, rounds: int) -> dict:
-    import numpy as np
-
     from libs.common.artifacts import build_artifact
     from libs.common.features.extractors import CATEGORICAL
-    from services.trainer.synthetic import NAMES, SyntheticWorld
+    from services.trainer.synthetic import NAMES, window_chunk
     from services.trainer.train import TrainParams, train
-    from services.trainer.window import Chunk, build_snapshot
+    from services.trainer.window import build_snapshot
 
-    world = SyntheticWorld(seed=1, dogs=max(500, n // 20))
-    X, likes, baseline, posted = world.arrays(n // 2, 0)
-    X2, likes2, baseline2, posted2 = world.arrays(n - n // 2, 1)
-    cols = [
-        np.concatenate(pair)
-        for pair in ((X, X2), (likes, likes2), (baseline, baseline2), (posted, posted2), (posted, posted2))
-    ]
-    del X, X2, likes, likes2, baseline, baseline2
-    cols[4] = cols[4] + 3_600_000
-    chunk = Chunk(
-        cols[0],
-        cols[1],
-        cols[2],
-        cols[3],
-        cols[4],
-        np.arange(n, dtype=np.uint64),
-        (np.arange(n) % 6).astype(np.int32),
-        np.arange(n, dtype=np.int64),
-    )
-    del cols
+    chunk = window_chunk(n, seed=1)
     rss_before = _rss_mib()
     params = TrainParams(num_threads=threads, num_boost_round=rounds)
     started = time.perf_counter()

@@ -33,11 +33,12 @@ from libs.common.serde import SerdeError, serde
 from libs.common.signing import signer_from, verifier_from, warn_if_untrusted
 from libs.common.topics import INSTANCES, MODELS
 from services.trainer import metrics as m
+from services.trainer.distributed import DaskFitter
 from services.trainer.election import LeaderElection
 from services.trainer.publisher import FencedError, Publisher, cache_put
 from services.trainer.registry import Registry
 from services.trainer.settings import TrainerSettings
-from services.trainer.train import Champion, NotEnoughData, train
+from services.trainer.train import Champion, Fitter, NotEnoughData, fit, train
 from services.trainer.triggers import TriggerRules, VersionState, due
 from services.trainer.window import BadInstance, Chunk, Windows, build_snapshot
 
@@ -92,6 +93,11 @@ class Trainer:
         self.shutdown = shutdown
         self.params = settings.train_params()
         self.params.lgb_params()  # a bad objective fails at start, not at the first run
+        self.fitter: Fitter = fit
+        self.dask: DaskFitter | None = None
+        if settings.engine == "dask":
+            self.dask = DaskFitter(settings.dask_options())
+            self.fitter = self.dask
         self.instances_topic = settings.topic(INSTANCES)
         self.models_topic = settings.topic(MODELS)
         self.windows = Windows(
@@ -327,7 +333,9 @@ class Trainer:
                 max_count=self.s.window_max_count,
                 max_age_ms=self.s.window_max_age_ms,
             )
-            cand = train(snap, self.params, champion=job.champion, topic=self.instances_topic)
+            cand = train(
+                snap, self.params, champion=job.champion, topic=self.instances_topic, fitter=self.fitter
+            )
             report.metrics = cand.metrics
             report.champion_version = cand.champion_version
             report.reason = cand.decision.reason
@@ -342,7 +350,12 @@ class Trainer:
                 feature_names=snap.names,
                 categorical_features=snap.categorical,
                 metrics=cand.metrics,
-                params=cand.params | {"trainer.replica": self.s.replica_id, "trainer.trigger": job.trigger},
+                params=cand.params
+                | {
+                    "trainer.replica": self.s.replica_id,
+                    "trainer.trigger": job.trigger,
+                    "trainer.engine": self.s.engine,
+                },
                 feature_importance=cand.feature_importance,
                 validation_quantiles=cand.validation_quantiles,
                 reason=cand.decision.reason,
@@ -580,7 +593,10 @@ class Trainer:
         self.check_cache(force=True)
 
     def close(self) -> None:
-        close_all(self.election.stop, self.reader.close, self.publisher.close, self.dlq_producer.close)
+        parts = [self.election.stop, self.reader.close, self.publisher.close, self.dlq_producer.close]
+        if self.dask is not None:
+            parts.append(self.dask.close)
+        close_all(*parts)
 
 
 def main(settings: TrainerSettings | None = None) -> None:

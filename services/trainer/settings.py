@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from libs.common.http_limits import ApiKeyList
 from libs.common.settings import CommonSettings
+from services.trainer.distributed import DaskOptions
 from services.trainer.train import TrainParams
 
 
@@ -80,6 +81,26 @@ class TrainerSettings(CommonSettings):
         0.0, description="... and 1 - metric/champion_metric is at least this (when there is a champion)."
     )
 
+    # -- where the fit runs (docs/trainer.md#training-on-a-dask-cluster) --
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="local: LightGBM in this process. dask: lightgbm.dask, data-parallel on a Dask "
+        "cluster, for windows whose fit outgrows one machine (same artifact format).",
+    )
+    dask_scheduler: str = Field(
+        "",
+        description="With engine=dask: the scheduler's address (tcp://host:8786); empty: a LocalCluster "
+        "of dask_workers processes started by this trainer at its first run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="LocalCluster only: worker processes.")
+    dask_threads_per_worker: int = Field(
+        1, ge=1, description="LocalCluster only: LightGBM threads per worker."
+    )
+    dask_memory_limit: str = Field("auto", description="LocalCluster only: memory per worker (e.g. 4GiB).")
+    dask_parts_per_worker: int = Field(
+        1, ge=1, description="Row parts scattered per worker (more: smaller transfers, same model shape)."
+    )
+
     # -- replicas and plumbing --
     leader_group: str = Field(
         "trainer-leader", description="Consumer group whose owner of the models partition is the leader."
@@ -101,6 +122,15 @@ class TrainerSettings(CommonSettings):
     max_run_seconds: float = Field(
         1_800.0, gt=0, description="A training run longer than this fails liveness (restart, failover)."
     )
+
+    def dask_options(self) -> DaskOptions:
+        return DaskOptions(
+            scheduler=self.dask_scheduler,
+            workers=self.dask_workers,
+            threads_per_worker=self.dask_threads_per_worker,
+            memory_limit=self.dask_memory_limit,
+            parts_per_worker=self.dask_parts_per_worker,
+        )
 
     def train_params(self) -> TrainParams:
         return TrainParams(

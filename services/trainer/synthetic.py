@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from libs.common.features.extractors import BASE_FEATURES, country_code
+from services.trainer.window import Chunk
 
 COUNTRIES = ("US", "GB", "DE", "BR", "JP", "IN", "FR", None)
 # Country effects per regime (cycled): the drift a newer model has to learn.
@@ -160,6 +161,25 @@ class SyntheticWorld:
             }
             for i in range(n)
         ]
+
+
+def window_chunk(n: int, seed: int = 1) -> Chunk:
+    """``n`` instances as one window chunk, the first half in regime 0 and the rest in regime 1
+    (what the trainer benchmarks learn from); 20 instances per dog, at least 500 dogs."""
+    world = SyntheticWorld(seed=seed, dogs=max(500, n // 20))
+    X, likes, baseline, posted = world.arrays(n // 2, 0)
+    X2, likes2, baseline2, posted2 = world.arrays(n - n // 2, 1)
+    posted_all = np.concatenate((posted, posted2))
+    return Chunk(
+        np.concatenate((X, X2)),
+        np.concatenate((likes, likes2)),
+        np.concatenate((baseline, baseline2)),
+        posted_all,
+        posted_all + 3_600_000,
+        np.arange(n, dtype=np.uint64),
+        (np.arange(n) % 6).astype(np.int32),
+        np.arange(n, dtype=np.int64),
+    )
 
 
 def probe_set(n: int = 64, seed: int = 99) -> np.ndarray:

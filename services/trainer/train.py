@@ -15,13 +15,16 @@
   ``margin_vs_champion`` on the primary metric, as ``1 - metric / reference_metric``.
 * Deterministic: fixed seed, ``deterministic=true``, row-wise histograms, a fixed thread count.
   The same window gives the same model text, hence the same content-addressed version.
+* The fit is pluggable (``Fitter``): :func:`fit` in this process, or
+  ``services.trainer.distributed.DaskFitter`` on a Dask cluster (``POOCH_TRAINER_ENGINE=dask``).
+  Everything around it (split, validation, decision, artifact) is the same code for both.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import lightgbm as lgb
@@ -263,6 +266,47 @@ def fit(snap: Snapshot, p: TrainParams, split: Split) -> tuple[str, int]:
     return booster.model_to_string(), rounds
 
 
+Fitter = Callable[[Snapshot, TrainParams, Split], tuple[str, int]]
+
+
+def count_loss(y: np.ndarray, mu: np.ndarray, p: TrainParams) -> float:
+    """LightGBM's own ``poisson`` / ``tweedie`` metric (the one :func:`fit` early-stops on), so
+    a fitter that early-stops from a curve picks the round LightGBM's callback would pick."""
+    y = np.asarray(y, dtype=np.float64)
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-10)
+    if p.objective == "poisson":
+        return float(np.mean(mu - y * np.log(mu)))
+    rho = p.tweedie_variance_power
+    a = y * np.exp((1 - rho) * np.log(mu)) / (1 - rho)
+    b = np.exp((2 - rho) * np.log(mu)) / (2 - rho)
+    return float(np.mean(b - a))
+
+
+def rounds_from_curve(losses: np.ndarray, stopping_rounds: int) -> int:
+    """The number of rounds ``lgb.early_stopping(stopping_rounds)`` keeps, given the validation
+    loss after each round: the best round so far (strictly lower wins), stopping once
+    ``stopping_rounds`` rounds in a row have not beaten it."""
+    best, best_i = math.inf, -1
+    for i, loss in enumerate(losses):
+        if loss < best:
+            best, best_i = float(loss), i
+        elif i - best_i >= stopping_rounds:
+            break
+    return best_i + 1 if best_i >= 0 else len(losses)
+
+
+def loss_curve(model_text: str, X: np.ndarray, y: np.ndarray, p: TrainParams) -> np.ndarray:
+    """The validation loss after each round of a model, tree by tree (one pass per tree, not
+    one prediction per prefix: linear in the rounds)."""
+    booster = lgb.Booster(model_str=model_text)
+    raw = np.zeros(len(y))
+    out = np.empty(booster.current_iteration())
+    for k in range(len(out)):
+        raw += booster.predict(X, raw_score=True, start_iteration=k, num_iteration=1, num_threads=1)
+        out[k] = count_loss(y, np.exp(raw), p)
+    return out
+
+
 def predict(model_text: str, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
     """Predictions of a LightGBM text model, exactly as a scorer loading that text gets them."""
     booster = lgb.Booster(model_str=model_text)
@@ -304,11 +348,12 @@ def train(
     *,
     champion: Champion | None = None,
     topic: str = "instances",
+    fitter: Fitter = fit,
 ) -> Candidate:
     """Fit on the window, validate on its newest slice against the baseline and the champion."""
     started = time.perf_counter()
     split = time_split(len(snap), p)
-    model_text, rounds = fit(snap, p, split)
+    model_text, rounds = fitter(snap, p, split)
     fitted = time.perf_counter()
     r = snap.rows
     val = slice(split.train_end, split.n)

@@ -168,6 +168,8 @@ BAD_VALUES = {
     "a password in values": ["redis.password=hunter2"],
     "CPU target over 100%": ["scorer.autoscaling.targetCPUUtilizationPercentage=150"],
     "a trusted key that is no Ed25519 public key": ["modelSigning.trustedKeys={not-a-key}"],
+    "the trainer on Dask without a scheduler": ["trainer.dask.enabled=true"],
+    "a Dask scheduler that is no address": ["trainer.dask.enabled=true", "trainer.dask.scheduler=dask:8786"],
     "a private key in values": ["modelSigning.trainer.privateKey=secret"],
 }
 
@@ -393,6 +395,26 @@ def test_network_policy_denies_by_default_and_opens_the_needed_flows(production)
         assert "monitoring" in sources and '"app.kubernetes.io/component": "test"' in sources
         assert ("sniffable" in sources) == (name in ("collector", "scorer"))
         assert ("ops" in sources) == (name in ("supervisor", "trainer"))
+
+
+def test_the_trainer_fits_on_dask_only_behind_its_switch(default, production):
+    def trainer_config(manifests):
+        return next(c for c in kinds(manifests, "ConfigMap") if c["metadata"]["name"] == "pooch-trainer")[
+            "data"
+        ]
+
+    assert "POOCH_TRAINER_ENGINE" not in trainer_config(default)
+    assert "pooch-trainer-dask-egress" not in {p["metadata"]["name"] for p in kinds(default, "NetworkPolicy")}
+    config = trainer_config(production)
+    assert config["POOCH_TRAINER_ENGINE"] == "dask"
+    assert config["POOCH_TRAINER_DASK_SCHEDULER"] == "tcp://pooch-dask-scheduler.dask.svc:8786"
+    policy = next(
+        p for p in kinds(production, "NetworkPolicy") if p["metadata"]["name"] == "pooch-trainer-dask-egress"
+    )
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "trainer"
+    (rule,) = policy["spec"]["egress"]
+    assert {p["port"] for p in rule["ports"]} == {8786, 8788}
+    assert rule["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask"}}}]
 
 
 def test_monitoring_objects_are_gated_on_their_crds():

@@ -151,6 +151,13 @@ seccompProfile:
 {{- range $k, $v := $svc.env }}
 {{ $prefix }}{{ upper $k }}: {{ $v | toString | quote }}
 {{- end }}
+{{- if and (eq .name "trainer") $svc.dask.enabled }}
+{{- if not $svc.dask.scheduler }}
+{{- fail "trainer.dask.enabled needs trainer.dask.scheduler (the Dask scheduler's address, tcp://host:8786)" }}
+{{- end }}
+POOCH_TRAINER_ENGINE: "dask"
+POOCH_TRAINER_DASK_SCHEDULER: {{ $svc.dask.scheduler | quote }}
+{{- end }}
 {{- if and (eq .name "supervisor") $svc.policies }}
 POOCH_SUPERVISOR_POLICIES_FILE: /etc/pooch/policies/policies.toml
 policies.toml: |
