@@ -1,11 +1,11 @@
 """The what-if API far past its capacity (issue 15): it sheds load instead of queueing without bound.
 
 A real scorer process (role=whatif, the online view in a redis-server of the test's own, the model
-from the models topic) is driven by 160 connections that each send their next request the moment
-the last one is answered: 32 candidates a request, several times what one core can answer. Without
-shedding, every request queues behind all the others (about 160 times the service time: seconds on
-a loaded machine). With it, a request that waited past ``POOCH_SCORER_WHATIF_SHED_AFTER_MS`` before
-its turn gets a fast, well-formed 503 with Retry-After, and the answered ones stay bounded.
+from the models topic) is driven open loop at 1,000 requests/s of 32 candidates over 200
+connections, several times what one core can answer. Without shedding, every request queues
+behind all the others (seconds). With it, a request that waited past
+``POOCH_SCORER_WHATIF_SHED_AFTER_MS`` before its turn gets a fast, well-formed 503 with
+Retry-After, and the answered ones stay bounded.
 
 Marked serial: it saturates a core for seconds and asserts latency bounds. About 25 s.
 """
@@ -26,7 +26,8 @@ from tests.support.scorer import RedisServer, ScorerProcess
 
 pytestmark = pytest.mark.serial
 
-CONNECTIONS = 160
+CONNECTIONS = 200
+RATE = 1000.0  # requests/s of 32 candidates: several times what one core answers
 SECONDS = 6.0
 # The stated bound, with a wide margin for a loaded 2-core CI machine: requests shed after 10 ms
 # queued plus a 25 ms deadline; without shedding the answered p99 is seconds here.
@@ -62,22 +63,26 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 async def _drive(port: int) -> list[tuple[float, int, dict[str, str], bytes]]:
-    """Closed loop on every connection until SECONDS pass; (latency, status, headers, body) each."""
+    """Open loop: RATE requests/s for SECONDS over CONNECTIONS connections, whatever the answers
+    take (a connection still waiting sends its next request when it is free; latency counts from
+    the scheduled time); (latency, status, headers, body) each."""
     out: list[tuple[float, int, dict[str, str], bytes]] = []
-    stop = time.perf_counter() + SECONDS
+    start = time.perf_counter() + 0.1
+    total = int(RATE * SECONDS)
 
-    async def connection() -> None:
+    async def connection(k: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            while time.perf_counter() < stop:
-                sent = time.perf_counter()
+            for i in range(k, total, CONNECTIONS):
+                scheduled = start + i / RATE
+                await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
                 writer.write(REQUEST)
                 status, headers, body = await _read_response(reader)
-                out.append((time.perf_counter() - sent, status, headers, body))
+                out.append((time.perf_counter() - scheduled, status, headers, body))
         finally:
             writer.close()
 
-    await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(connection(k) for k in range(CONNECTIONS)))
     return out
 
 
