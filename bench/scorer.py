@@ -2,6 +2,8 @@
 
     python bench/scorer.py [--records 300000] [--rounds 3] [--trees 300] [--rate 500]
                            [--seconds 10] [--skip-stream] [--skip-whatif] [--skip-mlserver] [--cpu 1]
+                           [--rates 250,500,...] [--search-seconds 4] [--skip-search]
+                           [--lightgbm-api] [--profile]
 
 One LightGBM model (Poisson, 31 leaves, --trees trees, trained on synthetic v1-shaped rows; 300
 is the trainer's maximum and what it publishes on such data) is used everywhere. Every server
@@ -23,7 +25,14 @@ under test is pinned to one core (--cpu); the load generator, Kafka and Redis ru
      ``bench/.cache/mlserver-venv``, gitignored, so its pins never meet ours) serving the same
      model text: one row per request (V2 inference protocol). MLServer gets ready-made
      features; the what-if API also reads Redis and featurizes: it does strictly more.
-4. MLServer batch throughput (1,000 rows a request), beside the stream's predictions/s.
+   Then the table of issue 15 (p50/p99 of each, medians over rounds) and the ratios of our p99s
+   to MLServer's 1-row p99 (aims: 1 draft <= 1.0x, 8 candidates <= 1.5x).
+4. The highest rate each sustains with p99 under 10 ms: the offered rates of --rates, lowest
+   first, --rounds alternating rounds of --search-seconds at each; a server drops out at the first
+   rate whose median p99 is 10 ms or more (or that it cannot keep up with).
+5. MLServer batch throughput (1,000 rows a request), beside the stream's predictions/s.
+6. With --profile: py-spy samples the what-if server through one 8-candidate round and the
+   functions holding most of its CPU are printed (where a request's time goes).
 """
 
 from __future__ import annotations
@@ -406,6 +415,9 @@ def fill_online_view(settings: CommonSettings) -> None:
     view.write(dogs, tags, Stats(10_000, 70_000.0), now)
 
 
+SERVER_PIDS: dict[int, int] = {}  # port -> pid of the what-if servers (for --profile)
+
+
 @contextlib.contextmanager
 def whatif_server(settings: CommonSettings, cpu: int, tmp: Path, predictor: str = "native") -> Iterator[int]:
     fill_online_view(settings)
@@ -416,6 +428,7 @@ def whatif_server(settings: CommonSettings, cpu: int, tmp: Path, predictor: str 
         cpu,
         tmp / f"scorer-whatif-{predictor}.log",
     )
+    SERVER_PIDS[port] = proc.p.pid
     try:
         wait_http(port, "/readyz", proc)
         if predictor == "native":
@@ -579,6 +592,17 @@ def main() -> None:
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--skip-whatif", action="store_true")
     ap.add_argument("--skip-mlserver", action="store_true")
+    ap.add_argument(
+        "--rates",
+        default="250,500,750,1000,1500,2000,3000",
+        help="offered rates of the search for the highest rate with p99 < 10 ms",
+    )
+    ap.add_argument("--search-seconds", type=float, default=4.0, help="duration of each search round")
+    ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument(
+        "--lightgbm-api", action="store_true", help="also a what-if server predicting with LightGBM"
+    )
+    ap.add_argument("--profile", action="store_true", help="py-spy on the what-if server (8 candidates)")
     args = ap.parse_args()
 
     os.sched_setaffinity(0, other_cpus(args.cpu))  # the load generator stays off the server's core
@@ -641,6 +665,10 @@ def main() -> None:
     print(f"\nraw results: {tmp / 'results.json'}")
 
 
+P99_LIMIT_MS = 10.0
+ONE, EIGHT = "what-if, 1 draft", "what-if, 8 candidates"
+
+
 def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace, tmp: Path) -> dict:
     """Our what-if API and MLServer, alternating rounds at the same rate (noise hits both)."""
     one, eight = whatif_bodies()
@@ -650,9 +678,9 @@ def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace
     with contextlib.ExitStack() as servers:
         ours = None if args.skip_whatif else servers.enter_context(whatif_server(settings, args.cpu, tmp))
         ours_lgb = (
-            None
-            if args.skip_whatif
-            else servers.enter_context(whatif_server(settings, args.cpu, tmp, predictor="lightgbm"))
+            servers.enter_context(whatif_server(settings, args.cpu, tmp, predictor="lightgbm"))
+            if ours is not None and args.lightgbm_api
+            else None
         )
         ml = None
         if not args.skip_mlserver:
@@ -663,37 +691,162 @@ def latency_rounds(settings: CommonSettings, text: str, args: argparse.Namespace
                 out["mlserver_error"] = repr(exc)
                 print(f"\n## MLServer: not measured: {exc!r}")
         loads = {}
-        if ours is not None and ours_lgb is not None:
-            loads["whatif, 1 draft"] = (ours, "/v1/predict", one)
-            loads["whatif, 8 candidates"] = (ours, "/v1/predict", eight)
-            loads["whatif (LightGBM), 8 cand."] = (ours_lgb, "/v1/predict", eight)
+        if ours is not None:
+            loads[ONE] = (ours, "/v1/predict", one)
+            loads[EIGHT] = (ours, "/v1/predict", eight)
+        if ours_lgb is not None:
+            loads["what-if (LightGBM), 8 cand."] = (ours_lgb, "/v1/predict", eight)
+        ml_name = None
         if ml is not None:
-            loads[f"MLServer {out['mlserver_version']}, 1 row"] = (ml, ML_PATH, ml_one)
+            ml_name = f"MLServer {out['mlserver_version']}, 1 row"
+            loads[ml_name] = (ml, ML_PATH, ml_one)
         for port, path, bodies in loads.values():
             open_loop(port, path, bodies, args.rate, 2)  # warm-up
         each = f"{args.rate:.0f} requests/s, {args.seconds:.0f} s a round"
-        print(f"\n## latency: open loop at {each}, one core each")
+        print(f"\n## latency: open loop at {each}, one core each, alternating rounds")
         rounds: dict[str, list[dict]] = {name: [] for name in loads}
         for rnd in range(args.rounds):
             for name, (port, path, bodies) in loads.items():
                 r = open_loop(port, path, bodies, args.rate, args.seconds)
                 rounds[name].append(r)
-                print(f"  round {rnd + 1}  {name:22s} {latency_line(r)}")
-        print("  medians over rounds:")
-        for name, rs in rounds.items():
-            p50 = statistics.median(r["p50_ms"] for r in rs)
-            p99 = statistics.median(r["p99_ms"] for r in rs)
-            best, worst = min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)
-            print(f"    {name:22s} p50 {p50:.2f} ms  p99 {p99:.2f} ms (rounds: {best:.2f} to {worst:.2f} ms)")
+                print(f"  round {rnd + 1}  {name:28s} {latency_line(r)}")
         out["latency"] = rounds
+        table = {
+            name: {
+                "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                "p99_range_ms": (min(r["p99_ms"] for r in rs), max(r["p99_ms"] for r in rs)),
+                "errors": sum(r["errors"] for r in rs),
+            }
+            for name, rs in rounds.items()
+        }
+        out["table"] = table
+        print(f"\n## the table of issue 15: {args.rate:.0f} requests/s, medians of {args.rounds} rounds")
+        print("  | server | p50 | p99 | p99 of the rounds | not 200 (what-if: shed with 503) |")
+        print("  |---|---|---|---|---|")
+        for name, t in table.items():
+            lo, hi = t["p99_range_ms"]
+            print(
+                f"  | {name} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | {lo:.2f} to {hi:.2f} ms "
+                f"| {t['errors']} of {args.rounds * int(args.rate * args.seconds)} |"
+            )
+        if ml_name is not None and ours is not None:
+            ml_p99 = table[ml_name]["p99_ms"]
+            out["ratios"] = {}
+            for name, aim in ((ONE, 1.0), (EIGHT, 1.5)):
+                ratio = table[name]["p99_ms"] / ml_p99
+                out["ratios"][name] = ratio
+                verdict = "met" if ratio <= aim else f"missed by {ratio / aim:.2f}x"
+                print(f"  {name} p99 / MLServer 1-row p99 = {ratio:.2f} (aim <= {aim:.1f}: {verdict})")
         if ours is not None:
             out["whatif_sample"] = whatif_sample(ours, one[0])
             print(f"  what-if sample answer: {out['whatif_sample']}")
+        if args.profile and ours is not None:
+            out["profile"] = profile_whatif(ours, eight, args, tmp)
+        if not args.skip_search:
+            searched = {k: v for k, v in loads.items() if k in (ONE, EIGHT, ml_name)}
+            out["max_rate"] = rate_search(searched, args)
         if ml is not None:
             rows = batch_throughput(ml, ML_PATH, v2_body(x), 1000, seconds=args.seconds)
             out["mlserver_batch_rows_per_s"] = rows
             print(f"\n## MLServer batch throughput (1,000 rows/request, 4 connections): {rows:,.0f} rows/s")
     return out
+
+
+def rate_search(loads: dict[str, tuple[int, str, list[bytes]]], args: argparse.Namespace) -> dict:
+    """The highest offered rate at which each server's median p99 stays under P99_LIMIT_MS."""
+    rates = [float(r) for r in args.rates.split(",")]
+    print(
+        f"\n## highest rate with p99 < {P99_LIMIT_MS:.0f} ms: offered {args.rates} requests/s, "
+        f"{args.rounds} alternating rounds of {args.search_seconds:.0f} s at each"
+    )
+    active = dict(loads)
+    best: dict[str, float | None] = dict.fromkeys(loads)
+    seen: dict[str, list[dict]] = {name: [] for name in loads}
+    for rate in rates:
+        if not active:
+            break
+        runs: dict[str, list[dict]] = {name: [] for name in active}
+        for _ in range(args.rounds):
+            for name, (port, path, bodies) in active.items():
+                runs[name].append(open_loop(port, path, bodies, rate, args.search_seconds))
+        for name, rs in runs.items():
+            p99 = statistics.median(r["p99_ms"] for r in rs)
+            kept_up = statistics.median(r["achieved_rps"] for r in rs) >= 0.9 * rate
+            errors = sum(r["errors"] for r in rs)
+            ok = p99 < P99_LIMIT_MS and kept_up and not errors  # a shed (503) request is an error
+            seen[name].append({"rate": rate, "p99_ms": p99, "kept_up": kept_up, "errors": errors, "ok": ok})
+            print(
+                f"  {rate:6.0f}/s  {name:28s} median p99 {p99:8.2f} ms  "
+                f"{'ok' if ok else 'over' if kept_up and not errors else 'fell behind'}"
+            )
+            if ok:
+                best[name] = rate
+            else:
+                del active[name]
+    print("  highest rate with p99 < 10 ms:")
+    for name, rate in best.items():
+        capped = " (the highest rate tried)" if name in active else ""
+        got = f"{rate:,.0f} requests/s" if rate is not None else "none: over 10 ms at the lowest rate"
+        print(f"    {name:28s} {got}{capped}")
+    return {"best": best, "runs": seen}
+
+
+def profile_whatif(port: int, bodies: list[bytes], args: argparse.Namespace, tmp: Path) -> dict:
+    """py-spy on the what-if server through one round of 8 candidates: where its CPU goes."""
+    pid = SERVER_PIDS[port]
+    raw = tmp / "whatif-profile.txt"
+    seconds = args.seconds
+    spy = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "-d",
+            str(int(seconds)),
+            "-p",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    open_loop(port, "/v1/predict", bodies, args.rate, seconds - 1)
+    spy.wait(60)
+    inclusive, idle, total = profile_shares(raw, root="Server.run (uvicorn/server.py)")
+    print(
+        f"\n## profile: py-spy, {EIGHT} at {args.rate:.0f}/s: share of the HTTP thread's samples ({total}); "
+        f"{100 * idle:.1f}% in the event loop's own C code (uvloop: polling, reads and writes)"
+    )
+    for name, share in inclusive[:30]:
+        print(f"  {100 * share:5.1f}%  {name}")
+    return {"samples": total, "inclusive": inclusive[:60], "raw": str(raw)}
+
+
+def profile_shares(raw: Path, root: str) -> tuple[list[tuple[str, float]], float, int]:
+    """Inclusive share per function of the samples under ``root`` (each function counted once per
+    stack), largest first; and the share whose innermost Python frame is the loop's run (C code)."""
+    counts: dict[str, int] = {}
+    total = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(":")[0] + ")" if ":" in f else f for f in stack.split(";")]
+        if not n.isdigit() or root not in frames:
+            continue
+        frames = frames[frames.index(root) + 1 :]
+        total += int(n)
+        if not frames or frames[-1].startswith("Runner.run "):
+            idle += int(n)
+            continue
+        for name in set(frames) - {"Runner.run (asyncio/runners.py)", "asyncio_run (uvicorn/_compat.py)"}:
+            counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [(k, v / max(total, 1)) for k, v in ranked], idle / max(total, 1), total
 
 
 if __name__ == "__main__":

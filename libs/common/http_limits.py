@@ -12,6 +12,9 @@
   byte (or its opening) to the end of each request. uvicorn times out only idle keep-alive
   connections, so a client that sends its head or body a byte at a time would hold a
   connection forever; an ASGI middleware cannot help with the head, which uvicorn reads first.
+  It also stamps each request's scope with when its bytes were read (:data:`RECEIVED_AT`, in
+  ``scope["state"]``): under overload a request waits in the event loop before any middleware
+  runs, and only the protocol sees it arrive, so an app can shed what has waited too long.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
 from typing import Annotated, Any
 
@@ -32,6 +36,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Key in a request's scope["state"]: time.perf_counter() when the protocol read its bytes.
+RECEIVED_AT = "pooch.received_at"
 REJECTED = Counter(
     "pooch_http_rejected_total",
     "Requests refused before the handler: too_large (413), overloaded (503), unauthorized (401), "
@@ -215,16 +221,26 @@ class _DeadlineH11(H11Protocol):
     read_timeout_s = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._received_at = time.perf_counter()
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        self._received_at = time.perf_counter()
         super().data_received(data)
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._arm()  # a request is on its way: it must be in before the deadline
         else:
             self._disarm()
+
+    def handle_events(self) -> None:
+        before = self.scope
+        super().handle_events()
+        if self.scope is not before and self.scope is not None:
+            # A new request: stamped with when the data it came in was read (for a pipelined
+            # one, parsed after its predecessor's answer, the latest read: a lower bound).
+            self.scope["state"][RECEIVED_AT] = self._received_at
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

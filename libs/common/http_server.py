@@ -56,6 +56,7 @@ class HttpServer:
             lifespan=lifespan,
             timeout_graceful_shutdown=int(graceful_shutdown_s),
             workers=1,
+            loop="uvloop",  # libuv's loop: less overhead per request than asyncio's (docs/scorer.md)
             http=deadline_protocol(limits),
             timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # a float works
             limit_concurrency=limits.max_connections,

@@ -98,6 +98,12 @@ REGISTRY_GENERATION = Gauge("pooch_scorer_registry_generation", "Snapshots publi
 WHATIF_REQUESTS = Counter(
     "pooch_scorer_whatif_requests_total", "What-if requests, by outcome (ok, invalid, error).", ["outcome"]
 )
+WHATIF_SHED = Counter(
+    "pooch_scorer_whatif_shed_total",
+    "What-if requests refused with 503 and Retry-After under overload, by reason (queued: waited "
+    "past POOCH_SCORER_WHATIF_SHED_AFTER_MS before its handler ran).",
+    ["reason"],
+)
 WHATIF_SECONDS = Histogram(
     "pooch_scorer_whatif_request_seconds",
     "Time to answer a what-if request inside the service.",

@@ -103,6 +103,14 @@ class ScorerSettings(CommonSettings):
     whatif_state_budget: float = Field(
         0.6, gt=0, le=1, description="Share of the deadline the online-view read may take."
     )
+    whatif_shed_after_ms: float = Field(
+        10.0,
+        ge=0,
+        description="Load shedding: a what-if request that has waited this long in the server before "
+        "its handler runs (an overloaded event loop) is answered at once with 503 and Retry-After "
+        "instead of being worked on late; 0 never sheds. The deadline counts from arrival too.",
+    )
+    whatif_retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) of a shed request's 503.")
 
     @field_validator("arm_weights")
     @classmethod

@@ -23,12 +23,13 @@ answers; a control that could not tell drafts apart would make the experiment tr
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -270,7 +271,10 @@ class WhatIf:
     ) -> tuple[list[StateView], list[str]]:
         keys, tags_of = state_keys(self.view, pupdates, ext)
         try:
-            raw = await asyncio.wait_for(self._client().mget(keys), timeout)
+            if timeout <= 0:  # the budget went on queueing: a read now could only be cancelled
+                raise TimeoutError
+            async with asyncio.timeout(timeout):  # unlike wait_for, no task of its own per read
+                raw = await self._client().mget(keys)
         except TimeoutError:
             m.WHATIF_STATE_DEGRADED.labels(TIMEOUT).inc(len(pupdates))
             return [default_state() for _ in pupdates], [TIMEOUT] * len(pupdates)
@@ -284,18 +288,20 @@ class WhatIf:
                 m.WHATIF_STATE_DEGRADED.labels(note).inc()
         return states, notes
 
-    async def predict(self, req: PredictRequest) -> dict[str, Any]:
-        started = time.perf_counter()
+    async def predict(self, req: PredictRequest, started: float | None = None) -> dict[str, Any]:
+        """``started``: time.perf_counter() when the request arrived (default: now)."""
+        if started is None:
+            started = time.perf_counter()
         deadline_s = (req.deadline_ms or self.s.whatif_deadline_ms) / 1000
         ext = extractor(req.extractor_version or self.s.whatif_extractor_version)
         now_ms = int(time.time() * 1000)
         drafts = req.drafts
         pupdates = [d.pupdate(now_ms) for d in drafts]
-        states, notes = await self.read_states(pupdates, ext, deadline_s * self.s.whatif_state_budget)
-        values = [
-            np.asarray(ext.extract(p, st), dtype="<f8").tobytes()
-            for p, st in zip(pupdates, states, strict=True)
-        ]
+        budget = started + deadline_s * self.s.whatif_state_budget - time.perf_counter()
+        states, notes = await self.read_states(pupdates, ext, max(budget, 0.0))
+        # Little-endian doubles, as the stream's feature vectors (struct: half the cost of numpy).
+        pack = _row_packer(len(ext.names))
+        values = [pack(*ext.extract(p, st)) for p, st in zip(pupdates, states, strict=True)]
         baselines = [float(ext.baseline(st)) for st in states]
         snapshot = self.registry.snapshot
         n = len(drafts)
@@ -354,6 +360,11 @@ class WhatIf:
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+
+
+@functools.cache
+def _row_packer(width: int) -> Any:
+    return struct.Struct(f"<{width}d").pack
 
 
 def _deadline_fallback(

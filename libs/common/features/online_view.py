@@ -29,6 +29,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import redis
 
 from libs.common.features.extractors import Extractor
@@ -132,7 +133,10 @@ def _or_none(decode: Any, raw: bytes | str | None) -> Any:
 
 def _object(raw: bytes | str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        # orjson: the what-if path decodes one value per dog and hashtag of every draft (profiled:
+        # the stdlib's json was a tenth of a request). It refuses what json let through and the
+        # checks below refused anyway: NaN, Infinity, counts beyond 64 bits.
+        value = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidViewValue(f"not JSON: {exc}") from exc
     if not isinstance(value, dict):

@@ -146,3 +146,71 @@ def test_a_hung_online_view_costs_at_most_the_state_budget(model):
     assert all(p["model_version"] == model.model_version for p in preds)  # still a model's answer
     assert r.json()["elapsed_ms"] < 50
     assert elapsed < 1.0
+
+
+def _asgi_post(app, body: bytes, received: float) -> tuple[int, dict[bytes, bytes], bytes]:
+    """POST /v1/predict straight into the ASGI app, stamped as the protocol stamps it."""
+    import asyncio
+
+    from libs.common.http_limits import RECEIVED_AT
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "scheme": "http",
+        "state": {RECEIVED_AT: received},
+    }
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+def _app(model, **settings_kw):
+    settings = ScorerSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", **settings_kw)
+    registry = Registry(settings)
+    registry.apply(model.to_event())
+    registry.rebuild(synced=True)
+    return create_app(WhatIf(settings, registry, Router(settings.routing_salt)), registry, Probes("scorer"))
+
+
+def test_a_request_that_queued_past_the_shed_limit_gets_503_with_retry_after(model):
+    import json
+
+    app = _app(model, whatif_shed_after_ms=10, whatif_retry_after_s=2)
+    body = json.dumps({"draft": draft()}).encode()
+    status, headers, payload = _asgi_post(app, body, time.perf_counter() - 0.05)
+    assert status == 503
+    assert headers[b"retry-after"] == b"2" and headers[b"content-type"] == b"application/json"
+    assert json.loads(payload)["error"] == "overloaded"
+    status, _headers, payload = _asgi_post(app, body, time.perf_counter())  # fresh: answered
+    assert status == 200 and len(json.loads(payload)["predictions"]) == 1
+
+
+def test_the_deadline_counts_from_arrival(model):
+    import json
+
+    # Shedding off: a request that arrived 40 ms ago has spent its 25 ms deadline queueing, so
+    # it is answered at once with the deadline fallback, without waiting for the online view.
+    app = _app(model, whatif_shed_after_ms=0, whatif_deadline_ms=25)
+    body = json.dumps({"candidates": [draft(), draft(dog_id="dog-2")]}).encode()
+    status, _headers, payload = _asgi_post(app, body, time.perf_counter() - 0.04)
+    assert status == 200
+    for p in json.loads(payload)["predictions"]:
+        assert p["fallback_reason"] == "deadline" and p["state"] == "timeout"
+        assert p["predicted_likes"] == p["baseline"]
