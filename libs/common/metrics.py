@@ -33,6 +33,14 @@ RESTARTS = Counter(
     ["service", "part", "error"],
 )
 
+KAFKA_CLIENT_ERRORS = Counter(
+    "pooch_kafka_client_errors_total",
+    "Errors librdkafka reported about the cluster rather than one message, by error name "
+    "(_ALL_BROKERS_DOWN, _TRANSPORT, _RESOLVE, ...): the trace a broker outage leaves in a service "
+    "that rides it out.",
+    ["code"],
+)
+
 
 class LoopMetrics:
     """Binds the shared metrics to one service, so hot paths don't re-resolve labels."""

@@ -21,7 +21,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from libs.common.kafka.clients import new_producer
+from libs.common.kafka.clients import count_client_error, new_producer
 from libs.common.settings import CommonSettings
 from services.collector import metrics as m
 from services.collector.kafkalog import rdkafka_logger
@@ -101,6 +101,7 @@ class KafkaGateway:
         return self.down_since is not None
 
     def _on_error(self, err: KafkaError) -> None:
+        count_client_error(err)
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self.down_since is None:
                 self.down_since = time.monotonic()

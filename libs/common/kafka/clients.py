@@ -18,6 +18,7 @@ import confluent_kafka
 from confluent_kafka.admin import AdminClient
 
 from libs.common.kafka.errors import KafkaUnavailableError
+from libs.common.metrics import KAFKA_CLIENT_ERRORS
 from libs.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,30 @@ def consume_batch(
     return batch
 
 
+def count_client_error(err: confluent_kafka.KafkaError) -> None:
+    """Count one of librdkafka's client errors (for a client with an error callback of its own)."""
+    KAFKA_CLIENT_ERRORS.labels(err.name()).inc()
+
+
+def client_error(err: confluent_kafka.KafkaError) -> None:
+    """librdkafka's error callback for every client built here.
+
+    Errors about the cluster (every broker down, a connection lost) never reach a message or an
+    exception while the client retries by itself, so a service riding out a broker outage would
+    leave no trace: counted in ``pooch_kafka_client_errors_total`` (alert PoochKafkaUnreachable)
+    and logged.
+    """
+    count_client_error(err)
+    level = logging.ERROR if err.fatal() else logging.WARNING
+    log.log(level, "kafka client error", extra={"error": err.str(), "code": err.name()})
+
+
+def _with_error_cb(conf: dict[str, Any]) -> dict[str, Any]:
+    return {"error_cb": client_error} | conf
+
+
 def new_producer(settings: CommonSettings, *, name: str, **overrides: Any) -> confluent_kafka.Producer:
-    conf = settings.kafka_config() | PRODUCER_DEFAULTS | {"client.id": name} | overrides
+    conf = _with_error_cb(settings.kafka_config() | PRODUCER_DEFAULTS | {"client.id": name} | overrides)
     if "transactional.id" in conf:
         conf.setdefault("transaction.timeout.ms", 15000)
         # librdkafka refuses a message timeout longer than the transaction's.
@@ -136,9 +159,9 @@ def new_consumer(
         conf = READER_DEFAULTS | {"group.id": f"{name}-reader-{uuid.uuid4().hex[:8]}"}
     else:
         conf = {"group.id": group_id}
-    conf = settings.kafka_config() | conf | {"client.id": name} | overrides
+    conf = _with_error_cb(settings.kafka_config() | conf | {"client.id": name} | overrides)
     return confluent_kafka.Consumer(conf)
 
 
 def new_admin(settings: CommonSettings, **overrides: Any) -> AdminClient:
-    return AdminClient(settings.kafka_config() | overrides)
+    return AdminClient(_with_error_cb(settings.kafka_config() | overrides))

@@ -166,6 +166,8 @@ def test_kafka_down_answers_503_within_a_second_and_recovers(private_stack, tmp_
             # bad requests are still answered, and the process stays alive
             assert http.post("/v1/pupdates", content=b"nope").status_code == 400
             assert http.get("/healthz").status_code == 200
+            # the outage is on /metrics (alert PoochKafkaUnreachable)
+            assert collector.metric_sum("pooch_kafka_client_errors_total", code="_ALL_BROKERS_DOWN") >= 1
         finally:
             private_stack.start_kafka()
         deadline = time.monotonic() + 60
