@@ -29,6 +29,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_child(cmd: list[str], label: str) -> dict | None:
+    """One measurement in a fresh process (its own RSS, no warm caches): its last JSON line."""
+    out = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
+    if out.returncode != 0:
+        print(f"{label}: failed\n{out.stderr[-2000:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -113,18 +129,10 @@ def main() -> None:
             "--rounds",
             str(args.rounds),
         ]
-        out = subprocess.run(
-            cmd,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-            env=os.environ | {"PYTHONPATH": str(REPO)},
-        )
-        if out.returncode != 0:
-            print(f"{n:>9,}: failed\n{out.stderr[-2000:]}")
+        row = run_child(cmd, f"{n:>9,}")
+        if row is None:
             continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(row)
     header = (
         f"{'instances':>10} {'threads':>7} {'rounds':>6} {'snapshot s':>10} {'train s':>8} {'total s':>8} "
         f"{'RSS before MiB':>14} {'peak RSS MiB':>12} {'model KiB':>9} {'artifact KiB':>12}"

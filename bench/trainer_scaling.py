@@ -26,12 +26,16 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script (python bench/trainer_scaling.py)
+    sys.path.insert(0, str(REPO))
+
+from bench.trainer import run_child  # noqa: E402  (the repository is on the path only now)
+
 ENGINES = ("local/1", "local/2", "dask/2x1")
 
 
@@ -100,18 +104,10 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         for engine in args.engines.split(","):
             cmd = [sys.executable, __file__, "--one", str(n), engine, "--rounds", str(args.rounds)]
-            out = subprocess.run(
-                cmd,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=False,
-                env=os.environ | {"PYTHONPATH": str(REPO)},
-            )
-            if out.returncode != 0:
-                print(f"{n:>10,} {engine}: failed\n{out.stderr[-2000:]}")
+            row = run_child(cmd, f"{n:>10,} {engine}")
+            if row is None:
                 continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(row)
             print(json.dumps(rows[-1] | {"load": round(os.getloadavg()[0], 2)}), flush=True)
     print(
         f"{'instances':>10} {'engine':>9} {'rounds':>6} {'cluster s':>9} {'fit s':>7} {'run s':>7} "

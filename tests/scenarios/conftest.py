@@ -33,6 +33,7 @@ from libs.common.admin import delete_topics, ensure_topics, list_topics
 from libs.common.settings import CommonSettings
 from sniffable import KafkaSink, SimConfig, Simulation, run
 from sniffable.events import SimEvent
+from tests.support import kafkautil
 from tooling.demo import phases
 from tooling.demo.plan import DemoPlan
 from tooling.demo.readback import decoded
@@ -162,14 +163,8 @@ class Traffic:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
+    """The suite's one wait (tests.support.kafkautil), with the scenarios' argument order."""
+    return kafkautil.wait_for(check, timeout=timeout, interval=every, what=what)
 
 
 # -- the system --------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ def _count(settings: CommonSettings, recorder: Recorder, fig: Figures, traffic_s
             180,
             every=3,
         )
-    except AssertionError:
+    except TimeoutError:
         facts, features, preds = stages()
     drain = time.monotonic() - t0
     likes = collections.Counter(x["event_id"] for x in decoded(settings, "likes", "like"))

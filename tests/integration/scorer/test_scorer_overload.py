@@ -22,7 +22,7 @@ import redis
 from libs.common.features.online_view import OnlineView
 from libs.common.features.state import DogState, Stats
 from services.scorer.fixtures import make_artifact, publish_events, train_model_text
-from tests.support.scorer import RedisServer, ScorerProcess
+from tests.support.scorer import ScorerProcess
 
 pytestmark = pytest.mark.serial
 
@@ -89,15 +89,6 @@ async def _drive(port: int) -> list[tuple[float, int, dict[str, str], bytes]]:
 def _p(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-@pytest.fixture
-def online(tmp_path):
-    own = RedisServer(tmp_path).start()
-    try:
-        yield own
-    finally:
-        own.stop()
 
 
 def test_far_past_capacity_requests_are_shed_fast_and_answered_ones_stay_bounded(topics, tmp_path, online):

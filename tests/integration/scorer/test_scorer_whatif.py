@@ -14,7 +14,7 @@ from libs.common.features.online_view import OnlineView
 from libs.common.features.state import DogState, Stats
 from services.scorer.fixtures import make_artifact, publish_events, train_model_text
 from tests.support.kafkautil import wait_for
-from tests.support.scorer import RedisServer, ScorerProcess
+from tests.support.scorer import ScorerProcess
 
 DRAFT = {
     "dog_id": "dog-00001",
@@ -26,15 +26,6 @@ DRAFT = {
     "dog_followers": 1200,
     "country": "US",
 }
-
-
-@pytest.fixture
-def online(tmp_path):
-    own = RedisServer(tmp_path).start()
-    try:
-        yield own
-    finally:
-        own.stop()
 
 
 def _expected(text: str, view: OnlineView, draft: dict) -> tuple[float, float]:
