@@ -13,6 +13,7 @@ Every test under ``tests/integration`` gets the ``integration`` marker automatic
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -66,6 +67,18 @@ def _docker_answers() -> bool:
             client.close()
     except Exception:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI command run in-process (click's CliRunner) configures the root logger; left so, its
+    handler and level would leak into every later test of the process (log lines in another
+    command's captured output)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
