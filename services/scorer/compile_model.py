@@ -9,7 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from services.scorer.compiled import compile_to
+from libs.common.lightgbm_lean import keep_lightgbm_lean
+
+keep_lightgbm_lean()  # before lightgbm is imported: the compiler never fits
+
+from services.scorer.compiled import compile_to  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
