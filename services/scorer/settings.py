@@ -104,12 +104,13 @@ class ScorerSettings(CommonSettings):
         0.6, gt=0, le=1, description="Share of the deadline the online-view read may take."
     )
     whatif_shed_after_ms: float = Field(
-        25.0,
+        100.0,
         ge=0,
         description="Load shedding: a what-if request that has waited this long in the server before "
         "its handler runs (an overloaded event loop) is answered at once with 503 and Retry-After "
-        "instead of being worked on late; 0 never sheds. The default is the default deadline: such a "
-        "request can no longer be answered in time (the deadline counts from arrival too).",
+        "instead of being worked on late; 0 never sheds. Below it, one queued past its deadline "
+        "(which counts from arrival) gets the fast fallback: the model on default state, no Redis "
+        "read. Shedding is for real overload: an app backs off a whole second on a 503.",
     )
     whatif_retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) of a shed request's 503.")
 
