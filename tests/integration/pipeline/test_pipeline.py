@@ -26,15 +26,8 @@ def _published(settings) -> list[dict]:
 def test_versions_learned_from_the_simulated_world_beat_the_baseline(topics, tmp_path):
     settings = topics
     pupdates, _likes = facts_from_simulation(settings, 60_000, seed=99)
-    featurizer = ServiceProcess(
-        "featurizer",
-        settings,
-        tmp_path,
-        horizon_ms=HORIZON_MS,
-        lateness_ms=SIM_MAX_JITTER_MS,
-        idle_flush_ms=1500,
-        versions='["v1"]',
-    )
+    # The trainer first: it must see the instances arrive to retrain on them (a trainer that
+    # starts after the featurizer wrote them all trains once, on the whole window).
     trainer = ServiceProcess(
         "trainer",
         settings,
@@ -44,14 +37,25 @@ def test_versions_learned_from_the_simulated_world_beat_the_baseline(topics, tmp
         retrain_every=300,
         retrain_interval_s=3,
     )
+    featurizer = None
     try:
-        featurizer.wait_ready()
         trainer.wait_ready()
+        featurizer = ServiceProcess(
+            "featurizer",
+            settings,
+            tmp_path,
+            horizon_ms=HORIZON_MS,
+            lateness_ms=SIM_MAX_JITTER_MS,
+            idle_flush_ms=1500,
+            versions='["v1"]',
+        )
+        featurizer.wait_ready()
         wait_for(
             lambda: len(_published(settings)) >= 2, timeout=150, interval=2, what="two published versions"
         )
     finally:
-        featurizer.stop()
+        if featurizer is not None:
+            featurizer.stop()
         trainer.stop()
     versions = _published(settings)
     assert len({v["model_version"] for v in versions}) == len(versions), "a version published twice"
