@@ -60,7 +60,9 @@ class HttpServer:
             http=deadline_protocol(limits),
             timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # a float works
             limit_concurrency=limits.max_connections,
-            h11_max_incomplete_event_size=limits.max_header_bytes,
+            # No X-Forwarded-* rewriting: nothing here acts on the client's address, and the
+            # middleware was a step of every request.
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)

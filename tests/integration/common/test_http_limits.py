@@ -16,6 +16,7 @@ LIMITS = {
     "POOCH_HTTP_MAX_BODY_BYTES": "2000",
     "POOCH_HTTP_READ_TIMEOUT_S": "2",
     "POOCH_HTTP_MAX_CONCURRENCY": "1",
+    "POOCH_HTTP_MAX_HEADER_BYTES": "4096",
 }
 DRAFT = {
     "draft": {
@@ -116,6 +117,48 @@ def test_a_slow_client_is_dropped_within_the_read_timeout(scorer):
             sock.close()
     assert scorer.http.get("/healthz").status_code == 200
     assert scorer.metric_sum("pooch_http_rejected_total", reason="too_slow") >= 3
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (or 5 s pass)."""
+    sock.settimeout(5)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return got
+
+
+def test_a_request_head_over_the_limit_gets_400_and_the_connection_closes(scorer):
+    line = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-API-Key: key-one\r\n"
+    one_big = line + b"X-Big: " + b"a" * 5000 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    many = line + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(60)) + b"\r\n"
+    for raw in (one_big, many):
+        sock = _connect(scorer)
+        try:
+            sock.sendall(raw)
+            answer = _answer(sock)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # A header that never ends, sent in chunks: refused once past the limit, not buffered forever.
+    sock = _connect(scorer)
+    try:
+        sock.sendall(line + b"X-Endless: ")
+        for _ in range(4):
+            sock.sendall(b"c" * 2048)
+            time.sleep(0.05)
+        answer = _answer(sock)
+    except OSError:  # closed while we were still sending: refused too
+        answer = b"HTTP/1.1 400 (closed while sending)"
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # A head under the limit is served.
+    r = scorer.http.post("/v1/predict", json=DRAFT, headers={"x-api-key": "key-one", "x-fine": "f" * 1000})
+    assert r.status_code == 200, r.text
 
 
 def test_requests_past_the_in_flight_limit_get_503_but_probes_answer(scorer):
