@@ -22,12 +22,14 @@ A fallback serves the record's historical baseline (itself made finite and >= 0)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +194,7 @@ def _predict_group(
             matrix = matrix[:, cols]
         started = time.perf_counter()
         out = model.predict(matrix)
-        m.PREDICT_SECONDS.labels(path).observe(time.perf_counter() - started)
+        _child(m.PREDICT_SECONDS, path).observe(time.perf_counter() - started)
     except Exception as exc:  # containment: a model's failure is never the record's loss
         m.PREDICT_ERRORS.labels(model.version).inc()
         if _log_limit.ok(f"exc:{model.version}"):
@@ -235,6 +237,13 @@ def _predict_group(
 
 def record_metrics(scored: Scored, path: str) -> None:
     for (arm, version), k in scored.counts.items():
-        m.PREDICTIONS.labels(path, arm, version or "none").inc(k)
+        _child(m.PREDICTIONS, path, arm, version or "none").inc(k)
     for reason, k in scored.fallbacks.items():
-        m.FALLBACKS.labels(path, reason).inc(k)
+        _child(m.FALLBACKS, path, reason).inc(k)
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Any, *labels: str) -> Any:
+    # labels() takes a lock and builds a key on every call; paths, arms, reasons and model
+    # versions are few, and the what-if path records a few per request.
+    return metric.labels(*labels)

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.common.features.extractors import EXTRACTORS, SIZES, Extractor, extractor
@@ -42,6 +41,7 @@ from services.scorer.predict import DEADLINE, Scored, record_metrics, safe_basel
 from services.scorer.registry import Registry, Snapshot
 from services.scorer.routing import Router
 from services.scorer.settings import ScorerSettings
+from services.scorer.view_reader import ViewReader
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +204,31 @@ def states_from(
     return states, notes
 
 
+# The same bytes decode to the same state: the overall stats and a popular hashtag's are read by
+# nearly every request and change only as likes mature, so each distinct value is decoded once.
+# The decoded objects are shared, read-only here: extraction is pure (libs/common/features).
+_DECODED: dict[tuple[Any, bytes], Any] = {}
+_DECODED_MAX = 8192
+
+
 def _decoded(decode: Any, raw: bytes | None, kind: str, key: str) -> Any:
+    if raw is None:
+        return None
+    memo = (decode, raw)
+    hit = _DECODED.get(memo)
+    if hit is not None:
+        return hit
     try:
-        return decode(raw)
+        value = decode(raw)
     except InvalidViewValue as exc:
         # Per request, so debug only: the counter is what people watch.
         m.WHATIF_VIEW_INVALID.labels(kind).inc()
         log.debug("malformed online view value read as missing", extra={"key": key, "error": str(exc)})
         return None
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()  # a new generation: cheaper than an LRU's bookkeeping on every hit
+    _DECODED[memo] = value
+    return value
 
 
 # -- the historical predictor (the baseline arm's answer) ---------------------------------------
@@ -253,17 +270,12 @@ class WhatIf:
         self.registry = registry
         self.router = router
         self.view = OnlineView(None, settings.topic_prefix)  # key layout only; reads are async here
-        self._redis: aioredis.Redis | None = None
+        self._redis: ViewReader | None = None
         self._predict_cost: dict[str, float] = {}  # seconds a predict call has been taking
 
-    def _client(self) -> aioredis.Redis:
-        if self._redis is None:  # created inside the server's event loop
-            self._redis = aioredis.Redis.from_url(
-                self.s.redis_url,
-                socket_timeout=self.s.whatif_deadline_ms / 1000,
-                socket_connect_timeout=self.s.whatif_deadline_ms / 1000,
-                max_connections=64,
-            )
+    def _client(self) -> ViewReader:
+        if self._redis is None:  # used inside the server's event loop
+            self._redis = ViewReader(self.s.redis_url, connect_timeout_s=self.s.whatif_deadline_ms / 1000)
         return self._redis
 
     async def read_states(
