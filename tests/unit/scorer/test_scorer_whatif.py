@@ -214,3 +214,49 @@ def test_the_deadline_counts_from_arrival(model):
     for p in json.loads(payload)["predictions"]:
         assert p["fallback_reason"] == "deadline" and p["state"] == "timeout"
         assert p["predicted_likes"] == p["baseline"]
+
+
+def test_online_view_values_are_decoded_once_per_distinct_value_and_never_stale(monkeypatch):
+    from libs.common.features.extractors import extractor
+    from libs.common.features.online_view import OnlineView, decode_dog, decode_stats
+    from services.scorer import metrics as m
+    from services.scorer import whatif as w
+
+    calls: list[bytes] = []
+
+    def counting(decode):
+        def wrapped(raw):
+            calls.append(raw)
+            return decode(raw)
+
+        return wrapped
+
+    monkeypatch.setattr(w, "decode_stats", counting(decode_stats))
+    monkeypatch.setattr(w, "decode_dog", counting(decode_dog))
+    monkeypatch.setattr(w, "_DECODED", {})
+    view, ext = OnlineView(None, "memo."), extractor("v1")
+    pupdates = [draft(dog_id="dog-a"), draft(dog_id="dog-b")]
+    keys, tags_of = w.state_keys(view, pupdates, ext)
+    overall = b'{"n": 10, "likes": 70.0}'
+    dog_a = b'{"posts": 3, "last_posted_at": 1795000000000, "matured": {"n": 2, "likes": 9.0}}'
+    tag = b'{"n": 4, "likes": 20.0}'
+    raw = [overall, dog_a, tag, tag, None]
+    assert len(keys) == len(raw)
+
+    first, _ = w.states_from(view, pupdates, ext, keys, tags_of, raw)
+    again, notes = w.states_from(view, pupdates, ext, keys, tags_of, raw)
+    assert first == again and notes == ["online", "dog_unknown"]
+    assert sorted(calls) == sorted([overall, dog_a, tag])  # each distinct value decoded once
+    assert first[0].dog.posts == 3 and first[0].overall.n == 10 and first[0].tags["adorable"].n == 4
+
+    # A value that changed is decoded anew: never the old state.
+    dog_a2 = dog_a.replace(b'"posts": 3', b'"posts": 4')
+    changed, _ = w.states_from(view, pupdates, ext, keys, tags_of, [overall, dog_a2, tag, tag, None])
+    assert changed[0].dog.posts == 4
+
+    # A malformed value is read as missing, and counted, on every request.
+    before = m.WHATIF_VIEW_INVALID.labels("tag")._value.get()
+    for _ in range(2):
+        bad, _ = w.states_from(view, pupdates, ext, keys, tags_of, [overall, dog_a, b"{not json", tag, None])
+        assert "adorable" not in bad[0].tags
+    assert m.WHATIF_VIEW_INVALID.labels("tag")._value.get() == before + 2
