@@ -2,7 +2,7 @@
 
     python bench/scorer.py [--records 300000] [--rounds 3] [--trees 300] [--rate 500]
                            [--seconds 10] [--skip-stream] [--skip-whatif] [--skip-mlserver] [--cpu 1]
-                           [--rates 250,500,...] [--search-seconds 4] [--skip-search]
+                           [--rates 100,250,500,...] [--search-seconds 4] [--skip-search]
                            [--lightgbm-api] [--profile]
 
 One LightGBM model (Poisson, 31 leaves, --trees trees, trained on synthetic v1-shaped rows; 300
@@ -602,7 +602,7 @@ def main() -> None:
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument(
         "--rates",
-        default="250,500,750,1000,1500,2000,3000",
+        default="100,250,500,750,1000,1500,2000,3000",
         help="offered rates of the search for the highest rate with p99 < 10 ms",
     )
     ap.add_argument("--search-seconds", type=float, default=4.0, help="duration of each search round")
