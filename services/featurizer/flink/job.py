@@ -167,21 +167,23 @@ def build(cfg: JobConfig) -> StreamExecutionEnvironment:
         Duration.of_millis(cfg.lateness_ms)
     ).with_timestamp_assigner(EventTime())
 
+    # Each reader's chain runs once per partition, forward, so each watermark generator sees
+    # exactly one partition in offset order. The parallelism is the environment's while the chain
+    # is built: assign_timestamps_and_watermarks with a Python assigner adds three operators and
+    # set_parallelism on the stream it returns reaches only the last; the generator then ran at
+    # the keyed stages' parallelism behind a rebalance, fed several partitions at once, and one
+    # partition ahead of another moved the watermark past likes still to come (test_flink_plan).
+    env.set_parallelism(cfg.partitions)
     facts = []
     for base, kind in ((PUPDATES, "pupdate"), (LIKES, "like")):
         raw = env.from_source(_source(cfg, base), WatermarkStrategy.no_watermarks(), f"{base}-source")
-        raw = raw.set_parallelism(cfg.partitions)
-        # Decoding and the timestamps are chained to the reader (same parallelism, forward), so
-        # each watermark generator sees exactly one partition, in offset order.
         decoded = (
             raw.map(_decoder(kind))
-            .set_parallelism(cfg.partitions)
             .filter(lambda v: v is not None)
-            .set_parallelism(cfg.partitions)
             .assign_timestamps_and_watermarks(watermarks)
-            .set_parallelism(cfg.partitions)
         )
         facts.append(decoded)
+    env.set_parallelism(cfg.parallelism)
 
     labelled = (
         facts[0]
