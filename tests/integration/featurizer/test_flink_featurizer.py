@@ -13,6 +13,7 @@ most of it PyFlink's Python workers; serial because it takes both cores.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,13 +117,23 @@ def _write_ticks(settings, ticks: list[dict], likes: list[dict]) -> None:
     assert producer.flush(30) == 0
 
 
-def _start(settings, jar: Path, checkpoints: Path, restore: Path | None) -> subprocess.Popen:
+def _start(
+    settings,
+    jar: Path,
+    checkpoints: Path,
+    restore: Path | None,
+    *,
+    horizon_ms: int = HORIZON_MS,
+    lateness_ms: int = SIM_MAX_JITTER_MS,
+    versions: tuple[str, ...] = VERSIONS,
+    **flink_settings: str,
+) -> subprocess.Popen:
     extra = {
         "parallelism": "2",
         "source_parallelism": str(TEST_PARTITIONS),
         "checkpoint_dir": str(checkpoints),
         "checkpoint_interval_ms": "1500",
-    }
+    } | flink_settings
     if restore is not None:
         extra["restore_from"] = str(restore)
     env = (
@@ -131,9 +142,9 @@ def _start(settings, jar: Path, checkpoints: Path, restore: Path | None) -> subp
             "POOCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "POOCH_REDIS_URL": settings.redis_url,
             "POOCH_TOPIC_PREFIX": settings.topic_prefix,
-            "POOCH_FEATURIZER_HORIZON_MS": str(HORIZON_MS),
-            "POOCH_FEATURIZER_VERSIONS": '["v1","v2"]',
-            "POOCH_FEATURIZER_LATENESS_MS": str(SIM_MAX_JITTER_MS),
+            "POOCH_FEATURIZER_HORIZON_MS": str(horizon_ms),
+            "POOCH_FEATURIZER_VERSIONS": json.dumps(list(versions)),
+            "POOCH_FEATURIZER_LATENESS_MS": str(lateness_ms),
         }
         | flink.job_env(jar, **extra)
     )
