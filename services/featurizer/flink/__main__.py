@@ -36,6 +36,7 @@ def main() -> None:
         checkpoint_dir=flink.checkpoint_dir,
         checkpoint_interval_ms=flink.checkpoint_interval_ms,
         transaction_timeout_ms=flink.transaction_timeout_ms,
+        idle_timeout_ms=flink.idle_timeout_ms,
         restore_from=flink.restore_from,
         restart_attempts=flink.restart_attempts,
         redis_url=flink.redis_url,

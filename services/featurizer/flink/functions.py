@@ -199,7 +199,15 @@ class Subjects(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             if self.view is not None:
-                self.view.flush()  # the last changes before a quiet spell
+                # The subject's state is noted again from Flink state, not only flushed from
+                # memory: this timer is checkpointed, so after a crash that lost the in-memory
+                # batch, the restored job still writes every subject whose write was pending.
+                state = self.stats.value()
+                if state is not None:
+                    self.view.changed(ctx.get_current_key(), state, None)
+                if not self.view.flush():
+                    now = ctx.timer_service().current_processing_time()
+                    ctx.timer_service().register_processing_time_timer((now // 1000 + 1) * 1000)
             return
         events = self.pending.get(timestamp)
         self.pending.remove(timestamp)

@@ -32,6 +32,12 @@ class FlinkSettings(CommonSettings):
         description="Kafka transaction timeout of the exactly-once sinks: above the checkpoint interval "
         "plus a restart, below the broker's transaction.max.timeout.ms.",
     )
+    idle_timeout_ms: int = Field(
+        30_000,
+        ge=0,
+        description="Wall time without a fact after which a partition no longer holds the watermark back "
+        "(Flink's idleness; the time its task is backpressured does not count). 0: never idle.",
+    )
     restore_from: Path | None = Field(
         None, description="A retained checkpoint (chk-N folder) to resume from."
     )
