@@ -123,7 +123,9 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
     for the module); its tests judge what it produced."""
     tmp = tmp_path_factory.mktemp("load-and-death")
     stack = LocalStack(
-        StackSettings(),
+        # a broker restarted under load with seven services around it took over 90 s (the
+        # default) to answer on a loaded 2-core machine; its time is a figure, not a failure
+        StackSettings(ready_timeout=300.0),
         state_dir=tmp / "state",
         host="127.0.0.1",
         kafka_port=free_port(),
@@ -191,12 +193,18 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
             at = time.time()
             t0 = time.monotonic()
             stack.stop_kafka()
+            stopped = time.monotonic() - t0
             stack.start_kafka()
+            answered = time.monotonic() - t0
             wait_for(
                 "every service ready after the broker", lambda: all(_ready(p) for p in ports.values()), 180
             )
             faults.append({"kind": "broker", "at": at, "end": time.time()})
-            fig.row("broker stopped and started again", "every service ready", time.monotonic() - t0)
+            fig.row(
+                "broker stopped and started again",
+                f"stopped in {stopped:.1f} s, answering at {answered:.1f} s; every service ready",
+                time.monotonic() - t0,
+            )
             at = time.time()
             t0 = time.monotonic()
             stack.stop_redis()
