@@ -40,6 +40,9 @@ KAFKA_CLIENT_ERRORS = Counter(
     "that rides it out.",
     ["code"],
 )
+# Born at 0, not at its first error: Prometheus's increase() sees no increase in a series whose
+# first sample is already 1, so PoochKafkaUnreachable would miss a service's first outage.
+KAFKA_CLIENT_ERRORS.labels("_ALL_BROKERS_DOWN")
 
 
 class LoopMetrics:

@@ -31,7 +31,7 @@ from libs.common.retry import Restarting
 from libs.common.serde import SerdeError, serde
 from libs.common.topics import FEATURES, INSTANCES, LIKES, PUPDATES
 from services.featurizer import metrics as m
-from services.featurizer.engine import UNLABELLED, FeatureEngine, FeaturesOut, InstanceOut
+from services.featurizer.engine import DUPLICATE, UNLABELLED, FeatureEngine, FeaturesOut, InstanceOut
 from services.featurizer.outputs import encode_features, encode_instance
 from services.featurizer.ownership import NEVER, Ownership, Progress
 from services.featurizer.settings import FeaturizerSettings
@@ -95,9 +95,13 @@ class Featurizer:
             try:
                 if topic == pupdates_topic:
                     rec = self.pupdate_serde.decode(msg.value())
-                    if self.engine.add_pupdate(rec, (msg.partition(), msg.offset())) == UNLABELLED:
+                    outcome = self.engine.add_pupdate(rec, (msg.partition(), msg.offset()))
+                    if outcome == UNLABELLED:
                         self._too_late_to_label(rec, msg)
-                    self.unreleased[msg.partition()].add(msg.offset())
+                    # A second fact of a pupdate_id (another event_id, same pupdate) is ignored by
+                    # the engine and never released: waiting for it would hold the progress forever.
+                    if outcome != DUPLICATE:
+                        self.unreleased[msg.partition()].add(msg.offset())
                     self.read_through[msg.partition()] = msg.offset() + 1
                     self.watermark.observe((topic, msg.partition()), rec["posted_at"])
                 else:
@@ -162,15 +166,25 @@ class Featurizer:
         batch: list[tuple[str, str, str, bytes]] = []  # (topic, version, key, value)
         new_progress: dict[int, Progress] = {}
         for partition, committed in owned.items():
+            proposed = self.progress_of(partition, wm)
+            # Features leave in offset order, only below the lowest unreleased offset: the
+            # progress then says exactly what was written (all below it, nothing above). Features
+            # are released in event-time order, so a pupdate that arrived late (older posted_at,
+            # higher offset) was written ahead of the progress and written again by whoever
+            # emitted the partition after a restart (a doubled vector, found by the incident suite).
+            held = []
             for offset, f in self.pending_features.pop(partition, []):
-                if offset >= committed.features_offset:
+                if offset >= proposed.features_offset:
+                    held.append((offset, f))
+                elif offset >= committed.features_offset:
                     value = encode_features(f, self.names[f.version])
                     batch.append((FEATURES, f.version, f.pupdate["pupdate_id"], value))
+            if held:
+                self.pending_features[partition] = held
             for i in self.pending_instances.pop(partition, []):
                 if i.close_at >= committed.instances_through:
                     value = encode_instance(i, self.names[i.version], self.s.horizon_ms)
                     batch.append((INSTANCES, i.version, i.pupdate["pupdate_id"], value))
-            proposed = self.progress_of(partition, wm)
             progress = Progress(
                 max(proposed.features_offset, committed.features_offset),
                 max(proposed.instances_through, committed.instances_through),

@@ -31,6 +31,10 @@ from services.featurizer.engine import FeatureEngine
 log = logging.getLogger(__name__)
 
 START, WIPED, REFRESH = "start", "wiped", "refresh"
+# Every reason's series born at 0: increase() over a series whose first sample is already 1 is
+# 0, so PoochOnlineViewWiped would never see a worker's first wipe.
+for _reason in (START, WIPED, REFRESH):
+    m.VIEW_REWRITES.labels(_reason)
 
 
 class ViewWriter:

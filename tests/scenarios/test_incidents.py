@@ -9,8 +9,14 @@ happened. Scenarios 3 and 4 (load and death, every failure seen) break the broke
 have a stack of their own: ``test_load_and_death.py``.
 
 Bounds (CI, ``POOCH_SCENARIO_SCALE=1``; a loaded 2-core machine): a rogue version is paused within
-``PAUSE_BOUND_S`` of its activation; after the world drifts a version trained on the drifted
-labels is published and serving within ``DRIFT_BOUND_S``.
+``PAUSE_BOUND_S`` of its activation; after the world drifts (one hashtag's likes x10) a retrained
+version is published and serving within ``DRIFT_BOUND_S`` that predicts that tag's pupdates at
+least ``MOVED`` times what the old champion predicts for the same vectors (and ``MOVED_VS_REST``
+times its own change on the other pupdates). The trainer keeps a window of about 25 label horizons
+of this traffic (``conftest.TRAINER_WINDOW``), as its production default keeps 30 days for a
+one-day horizon: with the whole run in its window, the newest fifth it holds out for validation
+was all the drifted labels there were, and the version published 50 s after the drift had not
+moved (x0.99).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from libs.common.artifacts import build_artifact
+from libs.common.artifacts import ModelArtifact, build_artifact
 from libs.common.features.extractors import CATEGORICAL
 from libs.common.kafka.producer import Producer
 from libs.common.serde import SchemaStore, Serde, schemas_dir
@@ -46,7 +52,11 @@ from tooling.offline.compare import compare_versions
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 PAUSE_BOUND_S = 30.0
-DRIFT_BOUND_S = 150.0 * SCALE
+DRIFT_BOUND_S = 180.0 * SCALE
+# "Moved": the retrained version predicts the tag's pupdates at least MOVED times what the old
+# champion predicts for the same vectors, and MOVED_VS_REST times its own change for the rest.
+MOVED = 1.5
+MOVED_VS_REST = 1.3
 DRIFT_CONCEPT = "cute"  # a neutral hashtag, on about a fifth of the pupdates, becomes popular
 DRIFT_EFFECT = 2.3  # added to its log-likes: e^2.3 = 10x the likes
 
@@ -106,81 +116,88 @@ def test_5_a_feature_change_is_judged_before_it_goes_live(system: System):
     fig.row(verdict)
 
 
-@pytest.mark.xfail(
-    reason="found by this scenario, not fixed: 50-70 s after the drift the retrained version's "
-    "predictions for the tag had not moved (x0.99 and x1.02 in two runs); the tag features are "
-    "lifetime means and the window is mostly pre-drift, so a trend shows late (see the report)",
-    strict=False,
-)
+def _booster(system: System, version: str) -> lgb.Booster:
+    event = next(e for e in system.models() if e["kind"] == "PUBLISHED" and e["model_version"] == version)
+    return lgb.Booster(model_str=ModelArtifact.from_event(event).model_text(service="scenario"))
+
+
 @pytest.mark.timeout(600)
 def test_1_retraining_moves_predictions_as_the_world_changes(system: System, monkeypatch):
     fig = Figures(f"scenario 1: the world drifts (#{DRIFT_CONCEPT} becomes popular)")
     variants = {v for v, c in VARIANT_TO_CONCEPT.items() if c == DRIFT_CONCEPT}
-
-    def tagged_by(version_of):
-        """Predicted likes of the pupdates with the tag, made by the versions ``version_of`` takes."""
-        tags = {f["pupdate_id"]: f["hashtags"] for f in decoded(system.settings, PUPDATES, "pupdate")}
-        return [
-            p["predicted_likes"]
-            for p in system.predictions()
-            if version_of(p["model_version"]) and variants & set(tags.get(p["pupdate_id"], ()))
-        ]
-
-    pre = wait_for(
-        f"20 #{DRIFT_CONCEPT} pupdates scored by a model before the drift",
-        lambda: (got := tagged_by(lambda v: v is not None)) and len(got) >= 20 and got,
-        90,
-        every=2.0,
-    )
-    old = system.champion()
+    old = wait_for("a champion", system.champion, 30)
     # the simulated world, not the system: from now on the ground truth gives the tag more likes
     monkeypatch.setitem(truth.CONCEPT, DRIFT_CONCEPT, truth.CONCEPT[DRIFT_CONCEPT] + DRIFT_EFFECT)
     drift_ms = now_ms()
     started = time.monotonic()
-    # a version trained once the drifted labels are a good part of the newest slice
-    trained_after = drift_ms + int(8 * system.plan.horizon_s * 1000)
+    old_model = _booster(system, old)
+    judged: dict[str, tuple[float, float, int]] = {}
+    runs: dict[float, dict] = {}  # the trainer's v1 runs since the drift, by start time
 
-    def published_after_drift():
-        return next(
+    def vectors_since(since_ms: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """v1 vectors of pupdates posted since ``since_ms``: (with the tag, without it)."""
+        tags = {f["pupdate_id"]: f["hashtags"] for f in decoded(system.settings, PUPDATES, "pupdate")}
+        tagged, other = {}, {}
+        for f in decoded(system.settings, FEATURES, "feature_vector"):
+            if f["extractor_version"] == "v1" and f["posted_at"] >= since_ms and f["pupdate_id"] in tags:
+                (tagged if variants & set(tags[f["pupdate_id"]]) else other)[f["pupdate_id"]] = f["values"]
+        return tagged, other
+
+    def moved():
+        """The newest v1 version published after the drift, once it serves, judged against the
+        old champion on the same drifted-world vectors (paired: no noise from which dogs posted)."""
+        run = ((system.svc.get("trainer", "/v1/status") or {}).get("last_runs") or {}).get("v1")
+        if run and run["started_at"] * 1000 > drift_ms:
+            runs[run["started_at"]] = run
+        new = next(
             (
-                e
-                for e in system.models()
-                if e["kind"] == "PUBLISHED"
-                and e["extractor_version"] == "v1"
-                and e["created_at"] > trained_after
+                e["model_version"]
+                for e in reversed(system.models())
+                if e["kind"] == "PUBLISHED" and e["extractor_version"] == "v1" and e["created_at"] > drift_ms
             ),
             None,
         )
+        if new is None or new in judged:
+            return None
+        if not any(p["model_version"] == new for p in system.predictions()):
+            return None
+        tagged, other = vectors_since(drift_ms + int(2 * system.plan.horizon_s * 1000))
+        if len(tagged) < 20:
+            return None
+        model = _booster(system, new)
+        ratios = []
+        for group in (tagged, other):
+            x = np.array(list(group.values()), dtype=float)
+            ratios.append(float(np.median(model.predict(x) / old_model.predict(x))))
+        judged[new] = (ratios[0], ratios[1], len(tagged))
+        return new if ratios[0] > MOVED and ratios[0] > MOVED_VS_REST * ratios[1] else None
 
-    event = wait_for(
-        "a v1 version trained on drifted labels", published_after_drift, DRIFT_BOUND_S, every=2.0
-    )
-    published_s = time.monotonic() - started
-    new = event["model_version"]
-    serving = wait_for(
-        f"{new} serving",
-        lambda: [p for p in system.predictions() if p["model_version"] == new],
-        DRIFT_BOUND_S,
-        every=1.0,
-    )
-    serving_s = time.monotonic() - started
-
-    post = wait_for(
-        f"20 #{DRIFT_CONCEPT} pupdates scored by {new}",
-        lambda: (got := tagged_by(lambda v: v == new)) and len(got) >= 20 and got,
-        90,
-        every=2.0,
-    )
-    ratio = statistics.median(post) / statistics.median(pre)
-    fig.row(f"world drift: #{DRIFT_CONCEPT} likes x{math.exp(DRIFT_EFFECT):.1f}", "")
-    fig.row(f"trainer published {new} (trained on drifted labels)", "", published_s)
-    fig.row(f"{new} serving (bound {DRIFT_BOUND_S:.0f} s)", f"{len(serving)} predictions", serving_s)
+    try:
+        new = wait_for("a retrained version that moved the tag", moved, DRIFT_BOUND_S, every=5.0)
+    finally:
+        fig.row(f"world drift: #{DRIFT_CONCEPT} likes x{math.exp(DRIFT_EFFECT):.1f}, {old} champion", "")
+        for at, run in sorted(runs.items()):
+            fig.row(
+                f"  trainer run +{at - drift_ms / 1000:.0f} s: {run['outcome']} {run['model_version'] or ''}",
+                (run["reason"] or run["error"] or "")[:90],
+                float(run["seconds"]),
+            )
+        for version, (tag_ratio, rest_ratio, n) in judged.items():
+            fig.row(
+                f"  {version} published and serving; vs {old} on the same vectors",
+                f"#{DRIFT_CONCEPT} x{tag_ratio:.2f} ({n} pupdates), the rest x{rest_ratio:.2f}",
+            )
+    seconds = time.monotonic() - started
+    served = [
+        p["predicted_likes"]
+        for p in system.predictions()
+        if p["model_version"] == new and p["extractor_version"] == "v1"
+    ]
     fig.row(
-        f"median predicted likes of #{DRIFT_CONCEPT} pupdates",
-        f"{statistics.median(pre):.2f} (before, {old} serving) -> {statistics.median(post):.2f} ({new}): "
-        f"x{ratio:.2f}",
+        f"{new} moved #{DRIFT_CONCEPT} (bound {DRIFT_BOUND_S:.0f} s)",
+        f"{len(served)} predictions served by it",
+        seconds,
     )
-    assert ratio > 1.5, f"predictions for #{DRIFT_CONCEPT} moved only x{ratio:.2f}"
 
 
 @pytest.mark.timeout(600)

@@ -52,6 +52,7 @@ TWINS = {"featurizer": "featurizer2", "scorer": "scorer2"}
 WATCHED = (
     "process_start_time_seconds",
     "pooch_part_restarts_total",
+    "pooch_kafka_client_errors_total",
     "pooch_featurizer_view_rewrites_total",
     "pooch_trainer_cache_repairs_total",
     "pooch_ready",
@@ -122,7 +123,9 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
     for the module); its tests judge what it produced."""
     tmp = tmp_path_factory.mktemp("load-and-death")
     stack = LocalStack(
-        StackSettings(),
+        # a broker restarted under load with seven services around it took over 90 s (the
+        # default) to answer on a loaded 2-core machine; its time is a figure, not a failure
+        StackSettings(ready_timeout=300.0),
         state_dir=tmp / "state",
         host="127.0.0.1",
         kafka_port=free_port(),
@@ -190,12 +193,18 @@ def load_and_death(tmp_path_factory) -> Iterator[Run]:
             at = time.time()
             t0 = time.monotonic()
             stack.stop_kafka()
+            stopped = time.monotonic() - t0
             stack.start_kafka()
+            answered = time.monotonic() - t0
             wait_for(
                 "every service ready after the broker", lambda: all(_ready(p) for p in ports.values()), 180
             )
             faults.append({"kind": "broker", "at": at, "end": time.time()})
-            fig.row("broker stopped and started again", "every service ready", time.monotonic() - t0)
+            fig.row(
+                "broker stopped and started again",
+                f"stopped in {stopped:.1f} s, answering at {answered:.1f} s; every service ready",
+                time.monotonic() - t0,
+            )
             at = time.time()
             t0 = time.monotonic()
             stack.stop_redis()
@@ -434,9 +443,4 @@ def test_4_every_failure_is_seen(load_and_death: Run, tmp_path):
             "quiet" if results[f"{twin} untouched: quiet"][0] else "WRONG",
         )
     failed = {n: out for n, (ok, out) in results.items() if not ok}
-    infra = {n for n in failed if n.startswith("redis")}
-    assert not (set(failed) - infra), {n: failed[n] for n in set(failed) - infra}
-    if infra:
-        # found by this scenario, not fixed: the flushed Redis left no 'wiped' rewrite in the
-        # scraped series, so no alert saw it
-        pytest.xfail(f"not seen: {sorted(infra)}")
+    assert not failed, failed
