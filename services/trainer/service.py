@@ -150,8 +150,9 @@ class Trainer:
         self.loop_beat = time.monotonic()
         self.last_gauges = 0.0
         self.last_cache_check = 0.0
-        self.status_doc: dict[str, Any] = {}
         self._rr = 0
+        # Whole from the first answer: /v1/status is served before the loop's first tick.
+        self.status_doc: dict[str, Any] = self._status()
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -581,6 +582,8 @@ class Trainer:
         for v in self.windows.versions():
             self.windows[v].compact()
             self.new_since_run[v] = 0
+        # Before /readyz can say ready: the status document must already show the rebuilt window.
+        self.status_doc = self._status()
         m.WINDOW_REBUILT.set(1)
         log.info(
             "window rebuilt from the instances topic",

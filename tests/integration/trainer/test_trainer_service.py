@@ -161,3 +161,27 @@ def test_a_failing_run_leaves_the_service_consuming_and_reporting_it(topics, tmp
         assert published(settings) == []
     finally:
         trainer.stop()
+
+
+def test_the_status_document_is_whole_from_the_first_answer_and_rebuilt_once_ready(topics, tmp_path):
+    # Seen in CI: /readyz said 200 and the next /v1/status answered 200 with {} (the document
+    # was first filled by the loop's throttled gauges, up to half a second after readiness).
+    trainer = TrainerProc(topics, tmp_path)
+    answers: list[dict] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            code, body = trainer.get("/v1/status")
+            if code == 200:
+                answers.append(body)
+            if trainer.ready():
+                break
+        code, body = trainer.get("/v1/status")
+        assert code == 200, body
+        answers.append(body)
+    finally:
+        trainer.stop()
+    assert answers, "the trainer never answered /v1/status"
+    partial = [a for a in answers if not isinstance(a, dict) or not {"role", "rebuilt", "windows"} <= a.keys()]
+    assert not partial, f"{len(partial)} of {len(answers)} status answers were partial: {partial[:3]}"
+    assert answers[-1]["rebuilt"] is True and answers[-1]["role"] in ("leader", "standby")
