@@ -2,7 +2,8 @@
 # (Go builds the deployment checks' tools, see `tools`):
 # the venv, the Kafka jars and (as root) redis-server are fetched once and then reused.
 #   make demo   venv, local stack and services, the Sniffable simulation, a report
-#   make test   venv, ruff, import layers, mypy, stack up (if not running), pytest, stack down (what it started)
+#   make test   venv, .venv-flink (PyFlink: the Flink featurizer must equal the reference too), ruff,
+#               import layers, mypy, stack up (if not running), pytest, stack down (what it started)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -110,7 +111,7 @@ demo: venv
 # suite is CPU-bound (the services it starts and the broker), and two xdist workers took as long
 # and made latency-bound tests flaky; on a bigger machine, `pytest -n N -m "not serial"` then
 # `pytest -m serial`.
-test: venv tools
+test: venv venv-flink tools
 	$(RUFF) check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
