@@ -613,7 +613,7 @@ def system_chain(args, settings, folder: Path, templates: list[dict], say) -> tu
     svc = DemoServices(plan, settings.topic_prefix, folder, settings.kafka_bootstrap, settings.redis_url)
     # the featurizer's allowed lateness is a floor under every pupdate's latency (it is featurized
     # once the event-time watermark has passed it), so it is this benchmark's setting, printed
-    overrides = {"POOCH_FEATURIZER_LATENESS_MS": str(args.lateness_ms)}
+    overrides = {"POOCH_FEATURIZER_LATENESS_MS": str(args.lateness_ms)} | dict(args.env)
     svc.supervision = Supervision(
         svc.supervision.folder,
         [dataclasses.replace(p, env=dict(p.env) | overrides) for p in svc.supervision.programs],
@@ -825,6 +825,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy every service at the best rate")
     ap.add_argument("--only", choices=("system", "passthrough"), help="measure one chain only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--env",
+        type=_env_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service of the system chain (repeatable), e.g. "
+        "POOCH_COLLECTOR_BATCH_LINGER_S=0.01; printed with the figures",
+    )
     ap.add_argument("--forward", type=int, choices=sorted(HOPS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.forward:
@@ -880,12 +889,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _env_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("POOCH_"):
+        raise argparse.ArgumentTypeError(f"expected POOCH_NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def report(args, system: list[StepResult], passthrough: list[StepResult], info: dict, say) -> None:
     print()
     print(
         f"end to end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}; {args.likes} like(s) per pupdate, "
         f"steps of {args.seconds:g} s, featurizer lateness {args.lateness_ms} ms"
+        + "".join(f", {name}={value}" for name, value in args.env)
     )
     for r in system + passthrough:
         print("  " + r.row())

@@ -182,6 +182,8 @@ def test_the_status_document_is_whole_from_the_first_answer_and_rebuilt_once_rea
     finally:
         trainer.stop()
     assert answers, "the trainer never answered /v1/status"
-    partial = [a for a in answers if not isinstance(a, dict) or not {"role", "rebuilt", "windows"} <= a.keys()]
+    partial = [
+        a for a in answers if not isinstance(a, dict) or not {"role", "rebuilt", "windows"} <= a.keys()
+    ]
     assert not partial, f"{len(partial)} of {len(answers)} status answers were partial: {partial[:3]}"
     assert answers[-1]["rebuilt"] is True and answers[-1]["role"] in ("leader", "standby")
