@@ -249,3 +249,50 @@ def test_transactional_loop_replaces_a_producer_whose_abort_fails_fatally(topics
     assert doomed.aborts == 1 and loop.producer.renewed == 1 and loop.producer.raw is not doomed
     ids = _event_ids(read_all(settings, settings.topic(PUPDATES)))
     assert sorted(ids) == sorted(f"e{i}" for i in range(len(sent))), "lost or duplicated across the renewal"
+
+
+def test_back_to_back_transactions_do_not_wait_out_librdkafkas_100_ms_retry_backoff(topics):
+    # A hop commits a transaction and begins the next at once; the coordinator, still writing
+    # the last one's markers, answers CONCURRENT_TRANSACTIONS, which librdkafka retried after
+    # its default retry.backoff.ms: each transaction took >= 100 ms (bench/txn_latency.py).
+    import time
+
+    from libs.common.kafka.transactional import TransactionalLoop, TransactionalProducer
+
+    settings = topics
+    n = 61
+    feeder = Producer(settings, name="feeder")
+    for i in range(n):
+        feeder.produce(settings.topic(PUPDATES_RAW), b"x", key=f"p{i}")
+    feeder.flush(30)
+    consumer = Consumer(
+        settings,
+        name="pace",
+        group_id=settings.topic("pace"),
+        topics=[settings.topic(PUPDATES_RAW)],
+        **{"enable.auto.commit": False},
+    )
+    producer = TransactionalProducer(settings, name="pace", transactional_id=settings.topic("pace-test"))
+    loop = TransactionalLoop(consumer, producer, batch_size=1)
+
+    def forward(batch, out) -> None:
+        for msg in batch:
+            out.produce(settings.topic(PUPDATES), msg.value(), key=msg.key())
+
+    try:
+        done = 0
+        while done == 0:  # the first record: the group joined, the partitions assigned
+            done += loop.run_once(forward)
+        seconds = []
+        while done < n:
+            started = time.perf_counter()
+            got = loop.run_once(forward)
+            if got:
+                seconds.append(time.perf_counter() - started)
+            done += got
+    finally:
+        consumer.close()
+        producer.close()
+    # A retried request waits retry.backoff.ms: at 100 ms a fifth of these took over 90 ms.
+    slow = [round(s * 1000) for s in seconds if s >= 0.09]
+    assert len(slow) <= 3, f"{len(slow)} of {len(seconds)} back-to-back transactions took >= 90 ms: {slow}"
