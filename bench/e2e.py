@@ -780,7 +780,10 @@ def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
     """The service loop's wall time by innermost function, as shares, from py-spy's raw output
     (``thread (tid): name;frame;...;frame count`` lines, idle samples included), so waiting on
     Kafka shows as well as CPU. The loop's thread is the one with the most samples in the
-    service's own code (``services/``; the HTTP server's thread is mostly idle in its selector)."""
+    service's own code (``services/``; the HTTP server's thread is mostly idle in its selector)
+    and, first, the one whose samples are least in a single place: py-spy samples every thread
+    alike, so a thread parked in one wait (the collector's main thread waiting for its stream's
+    thread, a producer's poll thread) has as many samples as the loop."""
     by_thread: dict[str, Counter[str]] = {}
     own_code: Counter[str] = Counter()
     try:
@@ -801,7 +804,12 @@ def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
             own_code[thread] += int(count)
     if not own_code:
         return []
-    leaves = by_thread[own_code.most_common(1)[0][0]]
+
+    def busy(thread: str) -> tuple[int, int]:
+        leaves = by_thread[thread]
+        return sum(leaves.values()) - leaves.most_common(1)[0][1], own_code[thread]
+
+    leaves = by_thread[max(own_code, key=busy)]
     total = sum(leaves.values())
     return [(f, round(c / total, 3)) for f, c in leaves.most_common(n)]
 

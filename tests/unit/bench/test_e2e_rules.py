@@ -130,6 +130,23 @@ def test_top_frames_reads_the_loop_thread_of_py_spy_raw_output(tmp_path) -> None
     assert top_frames(tmp_path / "absent.txt") == []
 
 
+def test_top_frames_passes_over_a_main_thread_that_only_waits_for_the_loop(tmp_path) -> None:
+    # The collector's main thread waits in services/collector/__main__.py for the stream's
+    # thread: as many samples, all in its own code, and the profile read it (Condition.wait 100%).
+    from bench.e2e import top_frames
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "thread (10): MainThread;<module> (services/collector/__main__.py:9);"
+        "main (services/collector/app.py:80);Condition.wait (threading.py:327) 40\n"
+        "thread (12): Thread-2 (loop);CollectorStream.run_once (services/collector/stream.py:169);"
+        "Serde.encode (libs/common/serde.py:150) 30\n"
+        "thread (12): Thread-2 (loop);CollectorStream.run_once (services/collector/stream.py:160);"
+        "consume_batch (libs/common/kafka/clients.py:105) 10\n"
+    )
+    assert top_frames(raw)[0] == ("Serde.encode (libs/common/serde.py)", 0.75)
+
+
 def test_reconcile_counts_the_whole_run_by_id() -> None:
     import threading
     from types import SimpleNamespace
