@@ -204,23 +204,27 @@ class _FatalAbortOnce:
         return getattr(self._producer, name)
 
 
+def _fed_raw_consumer(settings, values: list[bytes], name: str) -> Consumer:
+    """``values`` written to pupdates.raw, and a consumer of it for a transactional loop."""
+    feeder = Producer(settings, name="feeder")
+    for i, value in enumerate(values):
+        feeder.produce(settings.topic(PUPDATES_RAW), value, key=f"p{i}")
+    feeder.flush(30)
+    return Consumer(
+        settings,
+        name=name,
+        group_id=settings.topic(name),
+        topics=[settings.topic(PUPDATES_RAW)],
+        **{"enable.auto.commit": False},
+    )
+
+
 def test_transactional_loop_replaces_a_producer_whose_abort_fails_fatally(topics):
     from libs.common.kafka.transactional import TransactionalLoop, TransactionalProducer
 
     settings = topics
     sent = _sample_pupdates(300)
-    feeder = Producer(settings, name="feeder")
-    for i, value in enumerate(sent):
-        feeder.produce(settings.topic(PUPDATES_RAW), value, key=f"p{i}")
-    feeder.flush(30)
-
-    consumer = Consumer(
-        settings,
-        name="loop",
-        group_id=settings.topic("loop"),
-        topics=[settings.topic(PUPDATES_RAW)],
-        **{"enable.auto.commit": False},
-    )
+    consumer = _fed_raw_consumer(settings, sent, "loop")
     producer = TransactionalProducer(settings, name="loop", transactional_id=settings.topic("loop-test"))
     doomed = producer.raw = _FatalAbortOnce(producer.raw)
     loop = TransactionalLoop(consumer, producer, batch_size=100)
@@ -261,17 +265,7 @@ def test_back_to_back_transactions_do_not_wait_out_librdkafkas_100_ms_retry_back
 
     settings = topics
     n = 61
-    feeder = Producer(settings, name="feeder")
-    for i in range(n):
-        feeder.produce(settings.topic(PUPDATES_RAW), b"x", key=f"p{i}")
-    feeder.flush(30)
-    consumer = Consumer(
-        settings,
-        name="pace",
-        group_id=settings.topic("pace"),
-        topics=[settings.topic(PUPDATES_RAW)],
-        **{"enable.auto.commit": False},
-    )
+    consumer = _fed_raw_consumer(settings, [b"x"] * n, "pace")
     producer = TransactionalProducer(settings, name="pace", transactional_id=settings.topic("pace-test"))
     loop = TransactionalLoop(consumer, producer, batch_size=1)
 
